@@ -1,0 +1,420 @@
+"""Typed, frozen configuration loaded once from YAML.
+
+``load_config(path, overrides)`` reads a YAML file, applies ``--set a.b=value`` overrides and builds
+nested frozen dataclasses. Unknown keys, wrong types and invalid choices raise :class:`ConfigError`
+naming the file, the dotted field and what was expected. No code is evaluated from a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sitefusion.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "BaselinesConfig",
+    "Config",
+    "DataConfig",
+    "EvaluationConfig",
+    "ExpertConfig",
+    "FusionConfig",
+    "NormalizationConfig",
+    "ScoringConfig",
+    "SplitConfig",
+    "SyntheticConfig",
+    "TrainingConfig",
+    "config_to_dict",
+    "load_config",
+    "parse_overrides",
+]
+
+NormalizerKind = Literal["zscore", "percentile", "histogram", "colour"]
+UnseenPolicy = Literal["nearest", "self", "pooled"]
+FusionMode = Literal["average_attention", "concat", "attention"]
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Generated multi-site data set (used by the demo and the tests)."""
+
+    sites: int = 3
+    images_per_site: int = 120
+    classes: int = 3
+    dims: Literal[2, 3] = 2
+    size: int = 32
+    channels: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how the manifest's columns map to image, label, site and group.
+
+    ``image`` is a column name or a template such as ``images/{image_id}.jpg``; relative paths are
+    resolved against ``root``. ``source: synthetic`` generates the set into the run directory.
+    """
+
+    source: Literal["csv", "synthetic"] = "csv"
+    root: str = "."
+    manifest: str = "manifest.csv"
+    image: str = "image"
+    label: str = "label"
+    site: str = "site"
+    group: str = "group"
+    id: str | None = None
+    classes: tuple[str, ...] | None = None
+    spatial_size: tuple[int, ...] = (64, 64)
+    channels: int = 1
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Per-site group splits: expert training, fusion training and test (fractions sum to 1)."""
+
+    train: float = 0.6
+    fusion: float = 0.2
+    test: float = 0.2
+    val_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NormalizationConfig:
+    """Site normalizer kind, its keyword parameters, and the policy for images of unseen sites."""
+
+    kind: NormalizerKind = "zscore"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    unseen_policy: UnseenPolicy = "nearest"
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """The MONAI backbone of every expert; ``out_channels`` is the pooled feature size D."""
+
+    backbone: str = "compact"
+    out_channels: int = 64
+    params: Mapping[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation of experts and of the pooled baseline."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    augment: bool = True
+    class_weighting: bool = True
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Fusion heads trained on cached features of the fusion split."""
+
+    modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
+    hidden: int = 64
+    epochs: int = 200
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    dropout: float = 0.1
+    use_local_logits: bool = True
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Which baselines and controls the run trains besides the fusion."""
+
+    pooled: bool = True
+    output_average: bool = True
+    weight_average: bool = True
+    stacking: bool = True
+    random_features: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Bootstrap settings of the evaluation."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Batch scoring: DICOM tag -> site map (value of the tag, as written, to a site name)."""
+
+    site_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    batch_size: int = 16
+    ood_quantile: float = 0.99
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, resolved configuration of one run."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    source_path: str | None = None
+
+    def data_root(self) -> Path:
+        """The data root; a relative root is taken relative to the current working directory."""
+        return Path(self.data.root)
+
+
+# --------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors that name the file and the field.
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: field '{where}' is {value!r}; expected {expected}")
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, source)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value in args:
+            return value
+        choices = [str(a) for a in args]
+        raise ConfigError(
+            f"{source}: field '{where}' is {value!r}; valid choices: {', '.join(choices)}"
+            f"{did_you_mean(str(value), choices)}"
+        )
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise fail(f"a mapping of {tp.__name__} fields")
+        return _build(tp, value, where, source)
+    if origin is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise fail("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise fail(f"a list of {len(args)} items")
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(args, value))
+        )
+    if origin in (Mapping, dict) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        if args:
+            return {
+                str(k): _coerce(v, args[1], f"{where}.{k}", source) for k, v in value.items()
+            }
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail("an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise fail("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    raise fail(_type_name(tp))  # pragma: no cover - every annotation above is handled
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "source_path"]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown field '{where}'; valid fields here: {', '.join(names)}"
+                f"{did_you_mean(str(key), names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], where, source)
+    obj = cls(**kwargs)
+    _validate(obj, prefix, source)
+    return obj
+
+
+def _validate(obj: Any, prefix: str, source: str) -> None:
+    """Range checks that types alone cannot express."""
+
+    def bad(name: str, value: Any, expected: str) -> ConfigError:
+        where = f"{prefix}.{name}" if prefix else name
+        return ConfigError(f"{source}: field '{where}' is {value!r}; expected {expected}")
+
+    if isinstance(obj, SplitConfig):
+        for name in ("train", "fusion", "test"):
+            if not 0.0 < getattr(obj, name) < 1.0:
+                raise bad(name, getattr(obj, name), "a fraction between 0 and 1")
+        total = obj.train + obj.fusion + obj.test
+        if abs(total - 1.0) > 1e-6:
+            raise bad("train+fusion+test", round(total, 6), "fractions that sum to 1")
+        if not 0.0 < obj.val_fraction < 0.5:
+            raise bad("val_fraction", obj.val_fraction, "a fraction between 0 and 0.5")
+    elif isinstance(obj, DataConfig):
+        if len(obj.spatial_size) not in (2, 3) or min(obj.spatial_size) < 8:
+            raise bad("spatial_size", list(obj.spatial_size), "2 or 3 sizes, each at least 8")
+        if obj.channels < 1:
+            raise bad("channels", obj.channels, "a positive integer")
+        if obj.classes is not None and len(set(obj.classes)) < 2:
+            raise bad("classes", list(obj.classes), "at least two distinct class names")
+    elif isinstance(obj, SyntheticConfig):
+        if obj.sites < 2:
+            raise bad("sites", obj.sites, "at least 2 sites")
+        if obj.classes < 2:
+            raise bad("classes", obj.classes, "at least 2 classes")
+        if obj.images_per_site < 10 * obj.classes:
+            raise bad("images_per_site", obj.images_per_site, f"at least {10 * obj.classes}")
+        if obj.size < 8:
+            raise bad("size", obj.size, "at least 8 pixels")
+    elif isinstance(obj, ExpertConfig):
+        if obj.out_channels < 2:
+            raise bad("out_channels", obj.out_channels, "at least 2 features")
+    elif isinstance(obj, TrainingConfig):
+        for name in ("epochs", "batch_size"):
+            if getattr(obj, name) < 1:
+                raise bad(name, getattr(obj, name), "a positive integer")
+        if obj.lr <= 0:
+            raise bad("lr", obj.lr, "a positive learning rate")
+        if obj.patience < 1:
+            raise bad("patience", obj.patience, "a positive integer")
+    elif isinstance(obj, FusionConfig):
+        if not obj.modes:
+            raise bad("modes", [], "at least one fusion mode")
+        if obj.epochs < 1:
+            raise bad("epochs", obj.epochs, "a positive integer")
+        if not 0.0 <= obj.dropout < 1.0:
+            raise bad("dropout", obj.dropout, "a fraction in [0, 1)")
+    elif isinstance(obj, EvaluationConfig):
+        if obj.bootstrap < 0:
+            raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")
+        if obj.ece_bins < 2:
+            raise bad("ece_bins", obj.ece_bins, "at least 2 bins")
+    elif isinstance(obj, ScoringConfig):
+        if not 0.5 < obj.ood_quantile < 1.0:
+            raise bad("ood_quantile", obj.ood_quantile, "a quantile between 0.5 and 1")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["data.root=/x", "training.epochs=3"]`` into a nested mapping.
+
+    Values are parsed as YAML scalars or flow collections (``[64, 64]``), never evaluated as code.
+    """
+    result: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, for example data.root=/data")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r}: the key is empty")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({err})") from err
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is set both as a value and a section")
+        node[parts[-1]] = value
+    return result
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Build a :class:`Config` from plain data (as read from YAML or JSON)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(Config, data, "", source)
+    return dataclasses.replace(cfg, source_path=source)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``KEY=VALUE`` overrides and return the frozen :class:`Config`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read the config file ({err.strerror or err})") from err
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    merged = _merge(dict(data), parse_overrides(overrides))
+    return config_from_dict(merged, str(p))
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain, YAML/JSON-serialisable view of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {
+            f.name: config_to_dict(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if f.name != "source_path"
+        }
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (tuple, list)):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
