@@ -238,15 +238,13 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
         if len(args) != len(value):
             raise fail(f"a list of {len(args)} items")
         return tuple(
-            _coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(args, value))
+            _coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(args, value, strict=True))
         )
     if origin in (Mapping, dict) or tp is dict:
         if not isinstance(value, Mapping):
             raise fail("a mapping")
         if args:
-            return {
-                str(k): _coerce(v, args[1], f"{where}.{k}", source) for k, v in value.items()
-            }
+            return {str(k): _coerce(v, args[1], f"{where}.{k}", source) for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -339,9 +337,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")
         if obj.ece_bins < 2:
             raise bad("ece_bins", obj.ece_bins, "at least 2 bins")
-    elif isinstance(obj, ScoringConfig):
-        if not 0.5 < obj.ood_quantile < 1.0:
-            raise bad("ood_quantile", obj.ood_quantile, "a quantile between 0.5 and 1")
+    elif isinstance(obj, ScoringConfig) and not 0.5 < obj.ood_quantile < 1.0:
+        raise bad("ood_quantile", obj.ood_quantile, "a quantile between 0.5 and 1")
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -365,7 +362,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: '{part}' is set both as a value and a section")
+                raise ConfigError(
+                    f"override {item!r}: '{part}' is set both as a value and a section"
+                )
         node[parts[-1]] = value
     return result
 
@@ -383,7 +382,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Config:
     """Build a :class:`Config` from plain data (as read from YAML or JSON)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     cfg = _build(Config, data, "", source)
     return dataclasses.replace(cfg, source_path=source)
 

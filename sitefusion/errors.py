@@ -57,7 +57,9 @@ class ImageReadError(SiteFusionError, OSError):
         self.cause = cause
         super().__init__(f"{self.path}: {cause}")
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # keeps the error picklable across workers
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[str, str]]:  # keeps the error picklable across workers
         return (type(self), (self.path, self.cause))
 
 

@@ -1,0 +1,31 @@
+"""Data layer: manifests, group-wise splits, image stacks and synthetic multi-site sets."""
+
+from sitefusion.data.images import conform, load_image_stack
+from sitefusion.data.manifest import Manifest, Record, load_manifest
+from sitefusion.data.splits import (
+    SPLIT_NAMES,
+    LeakageError,
+    check_leakage,
+    load_splits,
+    make_splits,
+    save_splits,
+    split_ids,
+)
+from sitefusion.data.synthetic import generate_synthetic_dataset, make_synthetic_arrays
+
+__all__ = [
+    "SPLIT_NAMES",
+    "LeakageError",
+    "Manifest",
+    "Record",
+    "check_leakage",
+    "conform",
+    "generate_synthetic_dataset",
+    "load_image_stack",
+    "load_manifest",
+    "load_splits",
+    "make_splits",
+    "make_synthetic_arrays",
+    "save_splits",
+    "split_ids",
+]

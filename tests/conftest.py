@@ -1,0 +1,68 @@
+"""Shared fixtures: small synthetic multi-site sets written to tmp_path, and tiny run configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sitefusion.config import Config, config_from_dict
+from sitefusion.data.synthetic import generate_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-site, 3-class, 2D single-channel set (manifest path)."""
+    out = tmp_path_factory.mktemp("synthetic_2d")
+    return generate_synthetic_dataset(
+        out, sites=3, images_per_site=60, classes=3, dims=2, size=24, channels=1, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-site, 2-class, 3D volume set (manifest path)."""
+    out = tmp_path_factory.mktemp("synthetic_3d")
+    return generate_synthetic_dataset(
+        out, sites=2, images_per_site=30, classes=2, dims=3, size=16, channels=1, seed=4
+    )
+
+
+def _tiny_config(manifest: Path, **overrides: object) -> Config:
+    """A run config over a synthetic manifest that trains in seconds."""
+    spatial = [16, 16, 16] if "3d" in str(manifest) else [24, 24]
+    data = {
+        "source": "csv",
+        "root": str(manifest.parent),
+        "manifest": manifest.name,
+        "image": "image",
+        "label": "label",
+        "site": "site",
+        "group": "group",
+        "id": "image_id",
+        "spatial_size": spatial,
+        "channels": 1,
+    }
+    raw: dict[str, object] = {
+        "name": "tiny",
+        "seed": 0,
+        "data": data,
+        "expert": {"backbone": "compact", "out_channels": 8},
+        "training": {"epochs": 2, "batch_size": 16, "patience": 5, "threads": 1},
+        "fusion": {"epochs": 20, "hidden": 8},
+        "evaluation": {"bootstrap": 20},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value  # type: ignore[index]
+        else:
+            raw[section] = value
+    return config_from_dict(raw, "<tiny>")
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., Config]:
+    """Factory: ``tiny_config(manifest, training__epochs=3, fusion={...})``."""
+    return _tiny_config

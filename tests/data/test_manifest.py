@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from sitefusion.config import DataConfig
+from sitefusion.data import load_manifest
+from sitefusion.errors import ManifestError
+
+MAPPING = DataConfig(
+    image="images/{image_id}.png", label="dx", site="site", group="lesion_id", id="image_id"
+)
+
+
+def make(tmp_path: Path, rows: list[dict[str, str]], files: bool = True) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for r in rows:
+        if files and r.get("image_id"):
+            (tmp_path / "images" / f"{r['image_id']}.png").write_bytes(b"x")
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image_id", "lesion_id", "site", "dx"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def row(i: int, site: str = "a", dx: str = "nv", lesion: str | None = None) -> dict[str, str]:
+    return {"image_id": f"img{i}", "lesion_id": lesion or f"les{i}", "site": site, "dx": dx}
+
+
+def test_template_and_classes(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1), row(2, "b", "mel"), row(3, "b", "nv", "les1")])
+    m = load_manifest(path, MAPPING)
+    assert m.classes == ("mel", "nv") and m.sites == ("a", "b")
+    assert m.records[0].path == tmp_path / "images" / "img1.png"
+    assert m.records[2].group == "les1"
+    assert m.label_index(m.records[1]) == 0
+
+
+def test_missing_file_names_row_and_column(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1), row(2)])
+    (tmp_path / "images" / "img2.png").unlink()
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path, MAPPING)
+    msg = str(err.value)
+    assert (
+        str(path) in msg
+        and "row 3" in msg
+        and "images/{image_id}.png" in msg
+        and "does not exist" in msg
+    )
+
+
+def test_unknown_label(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1, dx="melanoma")])
+    with pytest.raises(
+        ManifestError, match=r"row 2.*'dx'.*unknown label 'melanoma'.*did you mean 'mel'"
+    ):
+        load_manifest(path, MAPPING, classes=["mel", "nv"])
+
+
+def test_empty_site_and_duplicate_id(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1), row(2, site=""), row(1)])
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path, MAPPING)
+    msg = str(err.value)
+    assert "row 3, column 'site': empty site" in msg
+    assert "row 4, column 'image_id': duplicate id 'img1' (first on row 2)" in msg
+
+
+def test_missing_column_suggests(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1)])
+    cfg = DataConfig(
+        image="images/{image_id}.png", label="diagnosis", site="site", group="lesion_id"
+    )
+    with pytest.raises(ManifestError, match="no column 'diagnosis'"):
+        load_manifest(path, cfg)
+
+
+def test_unlabelled_allowed_for_scoring(tmp_path: Path) -> None:
+    path = make(tmp_path, [row(1, dx="")])
+    with pytest.raises(ManifestError, match="empty label"):
+        load_manifest(path, MAPPING)
+    m = load_manifest(path, MAPPING, require_labels=False, classes=["mel", "nv"])
+    assert m.records[0].label is None
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_manifest(tmp_path / "nope.csv", MAPPING)
