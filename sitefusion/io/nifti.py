@@ -1,0 +1,131 @@
+"""Read NIfTI-1/NIfTI-2 images (``.nii``, ``.nii.gz``, ``.hdr``/``.img`` pairs) with nibabel.
+
+Axis order: nibabel gives voxels as ``(X, Y, Z[, T])`` in storage order; the reader reverses
+the axes, so a volume becomes ``[1, Z, Y, X]`` (depth first, like a DICOM series) and a time
+series ``[T, Z, Y, X]`` (time points as channels). No reorientation is done: the axes follow
+the file's voxel order, not an anatomical convention. ``spacing`` is the header's voxel size in
+the same reversed order (``[dz, dy, dx]``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitefusion.errors import ImageReadError
+from sitefusion.io.formats import NIFTI_SUFFIXES, nifti_magic, require_file
+from sitefusion.io.types import ImageData, build_image
+
+__all__ = ["read_nifti"]
+
+_SHORT_READ = re.compile(r"Expected (?P<expected>\d+) bytes, got (?P<got>\d+) bytes")
+
+
+def read_nifti(path: str | os.PathLike[str]) -> ImageData:
+    """Read a NIfTI image; scaling (``scl_slope``/``scl_inter``) is applied by nibabel.
+
+    Shapes (trailing singleton axes beyond the third are dropped first):
+    ``(X, Y)`` or ``(X, Y, 1)`` -> ``[1, Y, X]``; ``(X, Y, Z)`` -> ``[1, Z, Y, X]``;
+    ``(X, Y, 1, T)`` -> ``[T, Y, X]``; ``(X, Y, Z, T)`` -> ``[T, Z, Y, X]``.
+
+    Returns:
+        ``ImageData`` with ``metadata`` ``path``, ``format`` (``"nifti"``), ``spacing``,
+        ``ndim_original``, ``shape_original``.
+
+    Raises:
+        ImageReadError: not NIfTI (other nibabel formats included), truncated or corrupt data,
+            more than four axes, non-finite values.
+    """
+    import nibabel as nib
+
+    p = require_file(path)
+    try:
+        image = _load(p)
+    except nib.filebasedimages.ImageFileError as err:
+        raise ImageReadError(
+            p, "not an image: nibabel does not recognise the header (not NIfTI, or truncated)"
+        ) from err
+    except Exception as err:  # nibabel raises OSError, EOFError, ValueError...
+        raise ImageReadError(p, f"not a readable NIfTI file: {_first_line(err)}") from err
+    if not isinstance(image, nib.Nifti1Pair):  # Nifti1/2 images and pairs subclass it
+        raise ImageReadError(
+            p, f"unsupported format: {type(image).__name__} (only NIfTI-1/NIfTI-2 are read)"
+        )
+    try:
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+        zooms = [float(z) for z in image.header.get_zooms()]
+    except FileNotFoundError as err:  # a .hdr whose .img is missing
+        raise ImageReadError(p, f"NIfTI image file is missing: {err.filename}") from err
+    except EOFError as err:  # gzip stream cut short
+        raise ImageReadError(p, f"NIfTI file is truncated: {err}") from err
+    except Exception as err:  # nibabel: "Expected 67650 bytes, got 1648 bytes from ..."
+        short = _SHORT_READ.search(str(err))
+        if short:
+            raise ImageReadError(
+                p,
+                f"NIfTI file is truncated: voxel data has {short['got']} of "
+                f"{short['expected']} bytes",
+            ) from err
+        raise ImageReadError(p, f"cannot read NIfTI voxel data: {_first_line(err)}") from err
+    original_shape = [int(s) for s in data.shape]
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    array, spatial = _channel_first(data, p)
+    metadata: dict[str, Any] = {
+        "path": str(p),
+        "format": "nifti",
+        "ndim_original": len(original_shape),
+        "shape_original": original_shape,
+        "spacing": _spacing(zooms, spatial),
+    }
+    return build_image(p, array, metadata)
+
+
+def _load(path: Path) -> Any:
+    """``nib.load``, which trusts the suffix; by magic number for files named otherwise."""
+    import nibabel as nib
+
+    if path.name.lower().endswith((*NIFTI_SUFFIXES, ".hdr", ".img")):
+        return nib.load(path)
+    kind = nifti_magic(path)
+    if kind is None:
+        return nib.load(path)  # raises ImageFileError: not recognised
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        data = gzip.decompress(data)
+    image_class = nib.Nifti1Image if kind == "nifti1" else nib.Nifti2Image
+    return image_class.from_bytes(data)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _channel_first(data: np.ndarray, path: Any) -> tuple[np.ndarray, list[int]]:
+    """Reverse the axes into ``[C, (D,) H, W]``; also return the NIfTI axes kept (x=0...)."""
+    if data.ndim == 2:
+        return data.T[None], [1, 0]
+    if data.ndim == 3:
+        if data.shape[2] == 1:
+            return data[:, :, 0].T[None], [1, 0]
+        return data.T[None], [2, 1, 0]
+    if data.ndim == 4:
+        if data.shape[2] == 1:
+            return data[:, :, 0, :].T, [1, 0]
+        return data.T, [2, 1, 0]
+    raise ImageReadError(
+        path, f"unsupported dimensionality: NIfTI data shape {list(data.shape)} (2 to 4 axes read)"
+    )
+
+
+def _spacing(zooms: list[float], spatial: list[int]) -> list[float] | None:
+    if len(zooms) <= max(spatial):
+        return None
+    spacing = [zooms[axis] for axis in spatial]
+    return spacing if all(np.isfinite(s) and s > 0 for s in spacing) else None
