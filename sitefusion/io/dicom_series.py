@@ -23,6 +23,7 @@ from sitefusion.io.types import ImageData, build_image
 
 __all__ = ["find_dicom_series", "read_dicom_series"]
 
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 # Series UIDs named in the "several series" error before "and N more".
 _LISTED_SERIES = 3
 # Two slice positions closer than this (mm) are "the same position".
@@ -130,17 +131,26 @@ def read_dicom_series(files_or_folder: str | os.PathLike[str] | Iterable[Path]) 
             "of one series (group them with find_dicom_series)",
         )
     for path in skipped:
-        # In a folder, other files may sit next to the series; but a damaged DICOM file
-        # would silently drop a slice, so it is reported.
+        # Other files may sit next to the series in a folder (notes, a DICOMDIR), but a
+        # damaged DICOM file would silently drop a slice: it is reported.
         if folder_mode and not has_dicom_preamble(path):
             continue
-        read_dicom_dataset(path, stop_before_pixels=True)  # raises the precise reason
-        if not folder_mode:
-            raise ImageReadError(path, "DICOM file has no SeriesInstanceUID")
+        ds = read_dicom_dataset(path, stop_before_pixels=True)  # raises the precise reason
+        if folder_mode and _is_dicomdir(ds):
+            continue
+        raise ImageReadError(
+            path, "DICOM file has no SeriesInstanceUID (truncated, or not an image instance)"
+        )
     files = next(iter(groups.values()))
     if len(files) == 1:
         return read_dicom(files[0])
     return _stack(source, files)
+
+
+def _is_dicomdir(ds: Any) -> bool:
+    file_meta = getattr(ds, "file_meta", None)
+    sop_class = file_meta.get("MediaStorageSOPClassUID") if file_meta is not None else None
+    return str(sop_class) == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds
 
 
 def _stack(source: Path, files: list[Path]) -> ImageData:

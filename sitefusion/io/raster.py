@@ -73,8 +73,11 @@ def read_raster(path: str | os.PathLike[str]) -> ImageData:
 
 def _expected_format(path: Path) -> str:
     """Format named by the magic number, else by the suffix (for messages about damaged files)."""
-    with path.open("rb") as fh:
-        head = fh.read(8)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:  # Pillow will report the same problem with the file
+        head = b""
     if head.startswith(b"\x89PNG"):
         return "png"
     if head.startswith(b"\xff\xd8"):

@@ -207,7 +207,16 @@ def test_damaged_slice_in_a_folder_is_reported(pydicom_file: Files, tmp_path: Pa
     write_series(pydicom_file("CT_small.dcm"), tmp_path / "s", 4)
     damaged = tmp_path / "s" / "slice_002.dcm"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # cut inside the header
-    with pytest.raises(ImageReadError, match="DICOM file is truncated") as info:
+    with pytest.raises(ImageReadError, match="truncated") as info:
+        read_dicom_series(tmp_path / "s")
+    assert info.value.path == str(damaged)
+
+
+def test_slice_cut_inside_an_element_says_truncated(pydicom_file: Files, tmp_path: Path) -> None:
+    write_series(pydicom_file("CT_small.dcm"), tmp_path / "s", 3)
+    damaged = tmp_path / "s" / "slice_001.dcm"
+    damaged.write_bytes(damaged.read_bytes()[:-300])  # cut inside Pixel Data
+    with pytest.raises(ImageReadError, match=r"DICOM file is truncated \(ends inside") as info:
         read_dicom_series(tmp_path / "s")
     assert info.value.path == str(damaged)
 
