@@ -1,0 +1,174 @@
+"""The ``sitefusion`` command line: thin commands over the library.
+
+Each command validates its arguments, calls one library function, prints a short summary and, on
+failure, exits non-zero with a one-line reason. Heavy modules (torch, MONAI) are imported inside
+the commands so that ``sitefusion --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Multi-site medical imaging: per-site MONAI experts, site normalization, attention fusion.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file (see configs/).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set data.root=/data (repeatable)."),
+]
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _load(config: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    from sitefusion.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@app.command("config")
+def config_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Validate a config and print it fully resolved (defaults filled in)."""
+    import yaml
+
+    from sitefusion.config import config_to_dict
+    from sitefusion.errors import SiteFusionError
+
+    try:
+        cfg = _load(config, set_)
+    except SiteFusionError as err:
+        _fail(err)
+    console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), highlight=False)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create or resume.")],
+    set_: SetOpt = None,
+) -> None:
+    """Prepare a run: read the manifest, split by group, fit one normalizer per site."""
+    from sitefusion.errors import SiteFusionError
+    from sitefusion.training.run import fit_normalizers, prepare_run
+    from sitefusion.training.summary import print_preparation
+
+    try:
+        cfg = _load(config, set_)
+        run, data = prepare_run(cfg, out, console)
+        bank = fit_normalizers(cfg, run, data)
+    except SiteFusionError as err:
+        _fail(err)
+    print_preparation(console, data, bank)
+
+
+@app.command("train")
+def train_cmd(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create or resume.")],
+    set_: SetOpt = None,
+) -> None:
+    """Train the whole chain: normalizers, every site's expert, pooled baseline, features, fusion."""
+    from sitefusion.errors import SiteFusionError
+    from sitefusion.training.run import train_run
+    from sitefusion.training.summary import print_internal_test
+
+    try:
+        cfg = _load(config, set_)
+        result = train_run(cfg, out, console=console)
+        print_internal_test(console, out)
+    except SiteFusionError as err:
+        _fail(err)
+    timings = ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
+    console.print(f"run {result['run_id']} in {out}" + (f" ({timings})" if timings else ""))
+
+
+@app.command("train-expert")
+def train_expert_cmd(
+    config: ConfigArg,
+    site: Annotated[str, typer.Option("--site", help="The site whose expert to train.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create or resume.")],
+    set_: SetOpt = None,
+) -> None:
+    """Train one site's expert only (run it where that site's data lives)."""
+    from sitefusion.errors import SiteFusionError
+    from sitefusion.training.run import train_run
+
+    try:
+        cfg = _load(config, set_)
+        result = train_run(cfg, out, console=console, sites=[site])
+    except SiteFusionError as err:
+        _fail(err)
+    took = result["timings"].get(f"expert:{site}")
+    state = f"trained in {took:.0f} s" if took is not None else "already trained"
+    console.print(f"expert {site}: {state}; weights in {out / 'experts' / (site + '.safetensors')}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Report directory.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Evaluate on this CSV instead of the run's test split."),
+    ] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option("--image-root", help="Root for the manifest's relative image paths."),
+    ] = None,
+    loso: Annotated[bool, typer.Option("--loso", help="Also run leave-one-site-out.")] = False,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option("--bootstrap", help="Bootstrap resamples (default: the run's config)."),
+    ] = None,
+) -> None:
+    """Evaluate every method of a run per site, with bootstrap CIs, and write the report."""
+    from sitefusion.errors import SiteFusionError
+    from sitefusion.evaluation.cross_site import evaluate_run
+    from sitefusion.reporting import render_markdown_table
+
+    if image_root is not None and manifest is None:
+        _fail(ValueError("--image-root needs --manifest"))
+    try:
+        metrics = evaluate_run(
+            run_dir,
+            out,
+            manifest=manifest,
+            image_root=image_root,
+            loso=loso,
+            n_boot=bootstrap,
+            console=console,
+        )
+    except SiteFusionError as err:
+        _fail(err)
+    console.print(render_markdown_table(metrics), highlight=False)
+    console.print(f"report: {out / 'report.html'}  metrics: {out / 'metrics.json'}")
+
+
+def main() -> None:
+    """Entry point of the ``sitefusion`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

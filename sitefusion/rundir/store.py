@@ -1,0 +1,202 @@
+"""The run directory: the one contract between training, evaluation and scoring.
+
+Every artifact is written atomically (temporary file in the same folder, then ``os.replace``) and
+its SHA-256 recorded in ``manifest.json``. Loading an artifact checks its hash first; a changed or
+missing file is refused with an :class:`ArtifactError` that names it. Weights are safetensors,
+everything else JSON, YAML or CSV: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sitefusion.errors import ArtifactError
+
+__all__ = ["MANIFEST_NAME", "RunDir", "atomic_write", "sha256_file"]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class RunDir:
+    """A run directory with hashed, atomically written artifacts.
+
+    Paths passed to the methods are relative to the run directory (``"experts/site_a.safetensors"``).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- manifest ------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The run manifest (``{"version", "artifacts": {relpath: sha256}, ...}``)."""
+        if not self.manifest_path.exists():
+            return {"version": FORMAT_VERSION, "artifacts": {}}
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ArtifactError(f"{self.manifest_path}: unreadable run manifest ({err})") from err
+        if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
+            raise ArtifactError(f"{self.manifest_path}: malformed run manifest (no 'artifacts')")
+        return data
+
+    def _record(self, rel: str, extra: Mapping[str, Any] | None = None) -> None:
+        data = self.read_manifest()
+        data["version"] = FORMAT_VERSION
+        data["artifacts"][rel] = sha256_file(self.root / rel)
+        if extra:
+            data.update(extra)
+        with atomic_write(self.manifest_path) as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+
+    def set_info(self, **info: Any) -> None:
+        """Store run-level facts (run id, status, timings) in the manifest."""
+        data = self.read_manifest()
+        data.update(info)
+        with atomic_write(self.manifest_path) as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=_json_default)
+
+    def has(self, rel: str) -> bool:
+        """Whether ``rel`` is recorded in the manifest and present on disk."""
+        return rel in self.read_manifest()["artifacts"] and (self.root / rel).exists()
+
+    def verify(self, rel: str) -> Path:
+        """Check ``rel`` against its recorded SHA-256 and return its path."""
+        path = self.root / rel
+        expected = self.read_manifest()["artifacts"].get(rel)
+        if expected is None:
+            raise ArtifactError(
+                f"{path}: not recorded in {self.manifest_path.name}; the run is incomplete"
+            )
+        if not path.exists():
+            raise ArtifactError(f"{path}: artifact listed in the run manifest is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{path}: SHA-256 does not match the run manifest (file changed after training; "
+                f"expected {expected[:12]}…, found {actual[:12]}…)"
+            )
+        return path
+
+    def verify_all(self) -> list[str]:
+        """Check every recorded artifact; return their relative paths."""
+        rels = sorted(self.read_manifest()["artifacts"])
+        for rel in rels:
+            self.verify(rel)
+        return rels
+
+    # -- writers -------------------------------------------------------------------------------
+    def write_json(self, rel: str, obj: Any) -> Path:
+        """Write JSON atomically and record its hash."""
+        path = self.root / rel
+        with atomic_write(path) as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        self._record(rel)
+        return path
+
+    def write_text(self, rel: str, text: str) -> Path:
+        """Write text (YAML, CSV) atomically and record its hash."""
+        path = self.root / rel
+        with atomic_write(path) as fh:
+            fh.write(text)
+        self._record(rel)
+        return path
+
+    def write_tensors(
+        self,
+        rel: str,
+        tensors: Mapping[str, torch.Tensor],
+        metadata: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Write tensors as safetensors atomically and record the hash."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                tmp,
+                metadata=dict(metadata) if metadata else None,
+            )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._record(rel)
+        return path
+
+    def adopt(self, rel: str) -> None:
+        """Record the hash of a file already written into the run directory."""
+        if not (self.root / rel).exists():
+            raise ArtifactError(f"{self.root / rel}: cannot record a missing file")
+        self._record(rel)
+
+    # -- readers (hash-checked) ----------------------------------------------------------------
+    def read_json(self, rel: str) -> Any:
+        """Read a recorded JSON artifact after checking its hash."""
+        path = self.verify(rel)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ArtifactError(f"{path}: not valid JSON ({err})") from err
+
+    def read_text(self, rel: str) -> str:
+        """Read a recorded text artifact after checking its hash."""
+        return self.verify(rel).read_text(encoding="utf-8")
+
+    def read_tensors(self, rel: str) -> dict[str, torch.Tensor]:
+        """Read a recorded safetensors artifact after checking its hash."""
+        path = self.verify(rel)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise ArtifactError(f"{path}: not a readable safetensors file ({err})") from err

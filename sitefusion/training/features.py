@@ -1,0 +1,76 @@
+"""The feature cache: every image passed once through every expert.
+
+For images ``[N, C, *S]`` (each already normalized with its own site's normalizer) the cache holds
+the pooled expert features ``[N, E, D]`` and the experts' own head logits ``[N, E, K]``; fusion,
+stacking and output averaging all train and predict from it, so none of them re-runs a CNN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sitefusion.experts import SiteExpert
+
+__all__ = ["ExpertFeatures", "extract_features"]
+
+
+@dataclass(frozen=True)
+class ExpertFeatures:
+    """Cached outputs of E experts on N images."""
+
+    ids: tuple[str, ...]
+    features: np.ndarray  # [N, E, D] pooled features
+    logits: np.ndarray  # [N, E, K] each expert's own head
+
+    def subset(self, index: np.ndarray) -> ExpertFeatures:
+        """Rows ``index`` of the cache."""
+        return ExpertFeatures(
+            tuple(self.ids[i] for i in index), self.features[index], self.logits[index]
+        )
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors for a safetensors file (ids go to its JSON sidecar)."""
+        return {
+            "features": torch.from_numpy(np.ascontiguousarray(self.features)),
+            "logits": torch.from_numpy(np.ascontiguousarray(self.logits)),
+        }
+
+
+@torch.inference_mode()
+def extract_features(
+    experts: Sequence[SiteExpert],
+    images: np.ndarray,
+    ids: Sequence[str],
+    *,
+    batch_size: int = 128,
+    device: str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> ExpertFeatures:
+    """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``."""
+    for e in experts:
+        e.eval().to(device)
+    n = len(images)
+    feats: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    for i in range(0, n, batch_size):
+        xb = torch.from_numpy(images[i : i + batch_size]).to(device)
+        f_e, l_e = [], []
+        for e in experts:
+            z = e.embed(xb)
+            f_e.append(z.float().cpu().numpy())
+            l_e.append(e.head(z).float().cpu().numpy())
+        feats.append(np.stack(f_e, axis=1))
+        logits.append(np.stack(l_e, axis=1))
+        if on_batch is not None:
+            on_batch(len(xb))
+    d = experts[0].feature_dim if experts else 0
+    k = experts[0].num_classes if experts else 0
+    return ExpertFeatures(
+        tuple(ids),
+        np.concatenate(feats) if feats else np.zeros((0, len(experts), d), np.float32),
+        np.concatenate(logits) if logits else np.zeros((0, len(experts), k), np.float32),
+    )

@@ -1,0 +1,179 @@
+"""Training the fusion on cached expert features of the fusion split.
+
+:class:`FusionClassifier` wraps one fusion module (``concat``, ``attention`` or
+``average_attention``) with the input preparation it was trained with: optional local-head
+log-probabilities appended to every expert's feature vector, and per-expert standardisation
+with statistics of the fusion split. Training uses class-balanced cross-entropy and *expert
+dropout* (random experts masked out), so the head copes with absent experts at prediction time
+and leave-one-site-out needs no special model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sitefusion.config import FusionConfig
+from sitefusion.fusion import FusionOutput, make_fusion
+
+__all__ = ["FusionClassifier", "balanced_class_weights", "fit_fusion"]
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """``n / (K * count_k)`` for present classes, 0 for absent ones (as scikit-learn's 'balanced')."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.zeros(num_classes)
+    present = counts > 0
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+class FusionClassifier(nn.Module):
+    """Input preparation + a fusion module.
+
+    ``forward(features [B, E, D], logits [B, E, K], mask [B, E] | None) -> FusionOutput`` with
+    ``logits [B, K]`` and expert weights ``[B, E]``.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        num_experts: int,
+        feature_dim: int,
+        num_classes: int,
+        *,
+        use_local_logits: bool = True,
+        hidden: int = 64,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.use_local_logits = use_local_logits
+        in_dim = feature_dim + (num_classes if use_local_logits else 0)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.zeros(num_experts, in_dim))
+        self.register_buffer("std", torch.ones(num_experts, in_dim))
+        self.fusion = make_fusion(
+            mode,
+            num_experts=num_experts,
+            feature_dim=in_dim,
+            num_classes=num_classes,
+            hidden=hidden,
+            dropout=dropout,
+        )
+        self.config: dict[str, Any] = {
+            "mode": mode,
+            "num_experts": num_experts,
+            "feature_dim": feature_dim,
+            "num_classes": num_classes,
+            "use_local_logits": use_local_logits,
+            "hidden": hidden,
+            "dropout": dropout,
+        }
+
+    def prepare(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Raw inputs ``[B, E, D]`` and ``[B, E, K]`` -> ``[B, E, D(+K)]`` before standardisation."""
+        if self.use_local_logits:
+            return torch.cat([features, torch.log_softmax(logits, dim=-1)], dim=-1)
+        return features
+
+    def set_statistics(self, features: torch.Tensor, logits: torch.Tensor) -> None:
+        """Per-expert mean/std ``[E, D(+K)]`` of the training inputs."""
+        x = self.prepare(features, logits)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-4))
+
+    def forward(
+        self, features: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> FusionOutput:
+        x = (self.prepare(features, logits) - self.mean) / self.std
+        return self.fusion(x, mask)
+
+
+def _expert_dropout(n: int, e: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """A presence mask ``[n, e]`` with each expert dropped with probability ``p``, never all."""
+    mask = torch.rand(n, e, generator=gen) >= p
+    empty = ~mask.any(1)
+    if empty.any():
+        keep = torch.randint(0, e, (int(empty.sum()),), generator=gen)
+        mask[empty.nonzero().squeeze(1), keep] = True
+    return mask
+
+
+def fit_fusion(
+    mode: str,
+    features: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    cfg: FusionConfig,
+    num_classes: int,
+    seed: int,
+    presence: np.ndarray | None = None,
+    expert_dropout: float = 0.2,
+    batch_size: int = 256,
+) -> tuple[FusionClassifier, list[float]]:
+    """Fit a :class:`FusionClassifier` on cached features; returns it (eval mode) and the loss curve.
+
+    Args:
+        features: ``[N, E, D]`` fusion-split features; logits: ``[N, E, K]``; labels: ``[N]``.
+        presence: optional ``[N, E]`` boolean mask of experts that may be used (leave-one-site-out
+            passes a mask with the held-out site's expert absent).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n, e, d = features.shape
+    model = FusionClassifier(
+        mode,
+        e,
+        d,
+        num_classes,
+        use_local_logits=cfg.use_local_logits,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
+    f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    lg = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    y = torch.from_numpy(labels.astype(np.int64))
+    base_mask = (
+        torch.from_numpy(presence.astype(bool))
+        if presence is not None
+        else torch.ones(n, e, dtype=torch.bool)
+    )
+    with torch.no_grad():
+        model.set_statistics(f, lg)
+    loss_fn = nn.CrossEntropyLoss(weight=balanced_class_weights(labels, num_classes))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    curve: list[float] = []
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            mask = base_mask[idx]
+            if expert_dropout > 0 and e > 1:
+                drop = _expert_dropout(len(idx), e, expert_dropout, gen)
+                both = mask & drop
+                mask = torch.where(both.any(1, keepdim=True), both, mask)
+            out = model(f[idx], lg[idx], mask)
+            loss = loss_fn(out.logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.item()) * len(idx)
+        sched.step()
+        curve.append(total / n)
+    model.eval()
+    return model, curve
+
+
+def fusion_state(model: FusionClassifier) -> tuple[dict[str, torch.Tensor], Mapping[str, Any]]:
+    """Weights and constructor arguments of a fitted fusion, for the run directory."""
+    return dict(model.state_dict()), dict(model.config)

@@ -1,0 +1,558 @@
+"""The whole training chain, stage by stage, writing one run directory.
+
+Stages (each skipped when its artifacts are already recorded, so a rerun resumes):
+
+1. ``prepare``: resolved config, data schema, group splits (leakage-checked), images in memory.
+2. ``normalizers``: one site normalizer per site fitted on that site's training split only, plus
+   a pooled one for the pooled baseline and the ``pooled`` unseen-site policy.
+3. ``init``: one set of initial expert weights shared by every expert (fair weight averaging,
+   and the random-feature control).
+4. ``expert:<site>``: each expert trains on its own site's training split only, normalized by its
+   own site's normalizer, checkpointing every epoch.
+5. ``pooled``: the same network on the union of all sites' training and fusion splits.
+6. ``features``: fusion- and test-split images through every trained expert, and through the
+   untrained (initial) experts for the random-feature control; cached ``[N, E, D]``.
+7. ``fusion``: every fusion mode on the fusion split's cached features only; stacking;
+   weight averaging; the random-feature control.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+
+from sitefusion.config import Config, config_to_dict
+from sitefusion.data import (
+    Manifest,
+    check_leakage,
+    generate_synthetic_dataset,
+    load_image_stack,
+    load_manifest,
+    load_splits,
+    make_splits,
+)
+from sitefusion.errors import ArtifactError, ConfigError, UnknownChoiceError
+from sitefusion.experts import SiteExpert, average_state_dicts
+from sitefusion.normalization import NormalizerBank
+from sitefusion.rundir import RunDir
+from sitefusion.training.features import ExpertFeatures, extract_features
+from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.training.loop import EpochReport, fit_classifier
+from sitefusion.training.progress import make_progress
+from sitefusion.training.stacking import fit_stacking
+
+__all__ = [
+    "FUSION_METHOD_NAMES",
+    "RunData",
+    "build_expert",
+    "prepare_run",
+    "resolve_data",
+    "train_expert",
+    "train_run",
+]
+
+FUSION_METHOD_NAMES = {
+    "average_attention": "fusion",
+    "concat": "fusion_concat",
+    "attention": "fusion_attention",
+}
+
+
+@dataclass
+class RunData:
+    """Everything about the data a run needs in memory."""
+
+    manifest: Manifest
+    splits: dict[str, str]
+    images: np.ndarray  # [N, C, *S] conformed, not normalized
+    labels: np.ndarray  # [N] int
+    sites: np.ndarray  # [N] str
+    ids: list[str]
+
+    def rows(self, *split_names: str, site: str | None = None) -> np.ndarray:
+        """Row indices of the given splits (and site), in manifest order."""
+        wanted = set(split_names)
+        return np.array(
+            [
+                i
+                for i, rid in enumerate(self.ids)
+                if self.splits[rid] in wanted and (site is None or self.sites[i] == site)
+            ],
+            dtype=np.int64,
+        )
+
+
+def _log(console: Console | None, message: str) -> None:
+    if console is not None:
+        console.print(message)
+
+
+def _set_threads(cfg: Config) -> None:
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+
+
+def resolve_data(cfg: Config, out: Path) -> tuple[Path, Path]:
+    """The manifest path and image root of ``cfg`` (generating the synthetic set if asked)."""
+    if cfg.data.source == "synthetic":
+        s = cfg.data.synthetic
+        target = out / "data"
+        manifest = target / "manifest.csv"
+        if not manifest.exists():
+            generate_synthetic_dataset(
+                target,
+                sites=s.sites,
+                images_per_site=s.images_per_site,
+                classes=s.classes,
+                dims=s.dims,
+                size=s.size,
+                channels=s.channels,
+                seed=s.seed,
+            )
+        return manifest, target
+    root = cfg.data_root()
+    if not root.is_dir():
+        raise ConfigError(
+            f"{cfg.source_path}: field 'data.root' is {str(root)!r}, which is not a directory "
+            "(relative roots are taken from the current directory; override with --set data.root=...)"
+        )
+    return root / cfg.data.manifest, root
+
+
+def build_expert(cfg: Config, num_classes: int) -> SiteExpert:
+    """A fresh expert of the configured backbone for this run's geometry."""
+    return SiteExpert(
+        backbone=cfg.expert.backbone,
+        spatial_dims=len(cfg.data.spatial_size),
+        in_channels=cfg.data.channels,
+        feature_dim=cfg.expert.out_channels,
+        num_classes=num_classes,
+        params=dict(cfg.expert.params),
+    )
+
+
+def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple[RunDir, RunData]:
+    """Stage 1: write config, schema and splits (or check them on resume) and load the images."""
+    run = RunDir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if run.has("config.yaml"):
+        if run.read_text("config.yaml") != resolved:
+            raise ConfigError(
+                f"{out / 'config.yaml'}: this run directory was trained with a different "
+                "configuration; use a new --out or the same config and overrides"
+            )
+    else:
+        run.write_text("config.yaml", resolved)
+        run.set_info(run_id=uuid.uuid4().hex[:12], status="training")
+
+    manifest_path, image_root = resolve_data(cfg, out)
+    manifest = load_manifest(manifest_path, cfg.data, image_root=image_root)
+    if run.has("splits.csv"):
+        splits = load_splits(run.verify("splits.csv"))
+        check_leakage(manifest, splits)
+    else:
+        splits = make_splits(manifest, cfg.split)
+        lines = ["id,site,group,label,split"]
+        lines += [f"{r.id},{r.site},{r.group},{r.label},{splits[r.id]}" for r in manifest.records]
+        run.write_text("splits.csv", "\n".join(lines) + "\n")
+    if not run.has("schema.json"):
+        run.write_json(
+            "schema.json",
+            {
+                "columns": {
+                    "image": cfg.data.image,
+                    "label": cfg.data.label,
+                    "site": cfg.data.site,
+                    "group": cfg.data.group,
+                    "id": cfg.data.id,
+                },
+                "classes": list(manifest.classes),
+                "sites": list(manifest.sites),
+                "experts": list(manifest.sites),
+                "spatial_size": list(cfg.data.spatial_size),
+                "channels": cfg.data.channels,
+                "split_counts": {
+                    site: {
+                        name: sum(
+                            1 for r in manifest.records if r.site == site and splits[r.id] == name
+                        )
+                        for name in ("train", "val", "fusion", "test")
+                    }
+                    for site in manifest.sites
+                },
+            },
+        )
+    t0 = time.perf_counter()
+    with make_progress(console) as progress:
+        task = progress.add_task("reading images", total=len(manifest), info="")
+        images = load_image_stack(
+            [r.path for r in manifest.records],
+            cfg.data.spatial_size,
+            cfg.data.channels,
+            on_progress=lambda k: progress.advance(task, k),
+        )
+    _log(console, f"read {len(manifest)} images in {time.perf_counter() - t0:.1f} s")
+    data = RunData(
+        manifest=manifest,
+        splits=splits,
+        images=images,
+        labels=np.array([manifest.label_index(r) for r in manifest.records], dtype=np.int64),
+        sites=np.array([r.site for r in manifest.records]),
+        ids=[r.id for r in manifest.records],
+    )
+    return run, data
+
+
+def _adopt_dir(run: RunDir, rel_dir: str) -> None:
+    for path in sorted((run.root / rel_dir).glob("*.json")):
+        run.adopt(f"{rel_dir}/{path.name}")
+
+
+def fit_normalizers(cfg: Config, run: RunDir, data: RunData) -> NormalizerBank:
+    """Stage 2: fit (or load) the normalizer bank from each site's training split."""
+    if run.has("normalizers/bank.json"):
+        for rel in run.read_manifest()["artifacts"]:
+            if rel.startswith("normalizers/"):
+                run.verify(rel)
+        return NormalizerBank.load(run.root / "normalizers")
+    bank = NormalizerBank(
+        cfg.normalization.kind,
+        dict(cfg.normalization.params),
+        unseen_policy=cfg.normalization.unseen_policy,
+    )
+    bank.fit(
+        {
+            site: [data.images[i] for i in data.rows("train", site=site)]
+            for site in data.manifest.sites
+        }
+    )
+    bank.save(run.root / "normalizers")
+    _adopt_dir(run, "normalizers")
+    return bank
+
+
+def normalize_rows(
+    bank: NormalizerBank, data: RunData, rows: np.ndarray, pooled: bool = False
+) -> np.ndarray:
+    """Images of ``rows`` normalized by their own site's normalizer (or the pooled one)."""
+    out = np.empty((len(rows), *data.images.shape[1:]), dtype=np.float32)
+    for j, i in enumerate(rows):
+        if pooled:
+            out[j] = bank.pooled_.transform(data.images[i])
+        else:
+            out[j] = bank.transform(data.images[i], str(data.sites[i])).array
+    return out
+
+
+def _initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torch.Tensor]:
+    """Stage 3: the shared initial expert weights."""
+    if run.has("experts/init.safetensors"):
+        return run.read_tensors("experts/init.safetensors")
+    torch.manual_seed(cfg.seed)
+    expert = build_expert(cfg, num_classes)
+    if cfg.expert.pretrained:
+        from sitefusion.experts import load_pretrained
+
+        load_pretrained(expert, Path(cfg.expert.pretrained))
+    state = {k: v.detach().clone() for k, v in expert.state_dict().items()}
+    run.write_tensors("experts/init.safetensors", state)
+    return state
+
+
+def _epoch_printer(console: Console | None, name: str) -> Any:
+    def show(r: EpochReport) -> None:
+        _log(
+            console,
+            f"  {name} epoch {r.epoch + 1}/{r.epochs}: loss {r.train_loss:.3f}, "
+            f"val loss {r.val_loss:.3f}, val balanced acc {r.val_balanced_accuracy:.3f}, "
+            f"{r.images_per_second:.0f} img/s",
+        )
+
+    return show
+
+
+def _train_network(
+    cfg: Config,
+    run: RunDir,
+    data: RunData,
+    stem: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+    console: Console | None,
+) -> None:
+    num_classes = len(data.manifest.classes)
+    init = _initial_state(cfg, run, num_classes)
+    model = build_expert(cfg, num_classes)
+    model.load_state_dict(init)
+    _set_threads(cfg)
+    t0 = time.perf_counter()
+    result = fit_classifier(
+        model,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        cfg=cfg.training,
+        num_classes=num_classes,
+        seed=seed,
+        run=run,
+        checkpoint_stem=f"checkpoints/{Path(stem).name}",
+        on_epoch=_epoch_printer(console, Path(stem).name),
+    )
+    run.write_tensors(f"{stem}.safetensors", result.state)
+    run.write_json(
+        f"{stem}.json",
+        {
+            "expert": model.describe(),
+            "n_train": len(y_train),
+            "n_val": len(y_val),
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "resumed_from_epoch": result.resumed_from,
+            "seconds": time.perf_counter() - t0,
+        },
+    )
+
+
+def train_expert(
+    cfg: Config,
+    run: RunDir,
+    data: RunData,
+    bank: NormalizerBank,
+    site: str,
+    console: Console | None = None,
+) -> bool:
+    """Stage 4 for one site; returns ``False`` if it was already trained."""
+    if site not in data.manifest.sites:
+        raise UnknownChoiceError("site", site, data.manifest.sites)
+    stem = f"experts/{site}"
+    if run.has(f"{stem}.safetensors"):
+        return False
+    tr, va = data.rows("train", site=site), data.rows("val", site=site)
+    _log(console, f"[bold]expert {site}[/]: {len(tr)} training, {len(va)} validation images")
+    _train_network(
+        cfg,
+        run,
+        data,
+        stem,
+        normalize_rows(bank, data, tr),
+        data.labels[tr],
+        normalize_rows(bank, data, va),
+        data.labels[va],
+        cfg.seed + 1 + data.manifest.sites.index(site),
+        console,
+    )
+    return True
+
+
+def train_pooled(
+    cfg: Config, run: RunDir, data: RunData, bank: NormalizerBank, console: Console | None = None
+) -> bool:
+    """Stage 5: pooled training on the union of all training and fusion splits."""
+    if run.has("baselines/pooled.safetensors"):
+        return False
+    tr, va = data.rows("train", "fusion"), data.rows("val")
+    _log(console, f"[bold]pooled baseline[/]: {len(tr)} training, {len(va)} validation images")
+    _train_network(
+        cfg,
+        run,
+        data,
+        "baselines/pooled",
+        normalize_rows(bank, data, tr, pooled=True),
+        data.labels[tr],
+        normalize_rows(bank, data, va, pooled=True),
+        data.labels[va],
+        cfg.seed,
+        console,
+    )
+    return True
+
+
+def load_experts(
+    cfg: Config, run: RunDir, sites: Sequence[str], num_classes: int
+) -> list[SiteExpert]:
+    """The trained experts in site order (hash-checked)."""
+    experts = []
+    for site in sites:
+        e = build_expert(cfg, num_classes)
+        e.load_state_dict(run.read_tensors(f"experts/{site}.safetensors"))
+        experts.append(e.eval())
+    return experts
+
+
+def _features(
+    cfg: Config,
+    run: RunDir,
+    data: RunData,
+    bank: NormalizerBank,
+    rel: str,
+    experts: list[SiteExpert],
+    console: Console | None,
+) -> ExpertFeatures:
+    rows = data.rows("fusion", "test")
+    if run.has(rel):
+        t = run.read_tensors(rel)
+        ids = run.read_json(rel.replace(".safetensors", ".ids.json"))
+        return ExpertFeatures(tuple(ids), t["features"].numpy(), t["logits"].numpy())
+    x = normalize_rows(bank, data, rows)
+    with make_progress(console) as progress:
+        task = progress.add_task(f"features {Path(rel).stem}", total=len(rows), info="")
+        feats = extract_features(
+            experts,
+            x,
+            [data.ids[i] for i in rows],
+            device=cfg.training.device,
+            on_batch=lambda k: progress.advance(task, k),
+        )
+    run.write_json(rel.replace(".safetensors", ".ids.json"), list(feats.ids))
+    run.write_tensors(rel, feats.to_tensors())
+    return feats
+
+
+def _fusion_rows(data: RunData, feats: ExpertFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``feats`` of fusion-split images, and their labels."""
+    pos = {rid: i for i, rid in enumerate(data.ids)}
+    sel = np.array([j for j, rid in enumerate(feats.ids) if data.splits[rid] == "fusion"])
+    return sel, data.labels[[pos[feats.ids[j]] for j in sel]]
+
+
+def train_heads(
+    cfg: Config,
+    run: RunDir,
+    data: RunData,
+    feats: ExpertFeatures,
+    random_feats: ExpertFeatures | None,
+    console: Console | None = None,
+) -> None:
+    """Stage 7: fusion heads, stacking, the random-feature control (fusion split only)."""
+    num_classes = len(data.manifest.classes)
+    sel, y = _fusion_rows(data, feats)
+    fusion_ids = {feats.ids[j] for j in sel}
+    # The contract of the design: no image an expert trained on reaches the fusion.
+    if any(data.splits[i] != "fusion" for i in fusion_ids):
+        raise ArtifactError("fusion training set contains images outside the fusion split")
+    f, lg = feats.features[sel], feats.logits[sel]
+    jobs: list[tuple[str, str, np.ndarray, np.ndarray]] = [
+        (FUSION_METHOD_NAMES[mode], mode, f, lg) for mode in cfg.fusion.modes
+    ]
+    if random_feats is not None:
+        rsel, _ = _fusion_rows(data, random_feats)
+        jobs.append(
+            (
+                "random_features",
+                cfg.fusion.modes[0],
+                random_feats.features[rsel],
+                random_feats.logits[rsel],
+            )
+        )
+    for name, mode, x, xl in jobs:
+        rel = f"fusion/{name}.safetensors"
+        if run.has(rel):
+            continue
+        t0 = time.perf_counter()
+        model, curve = fit_fusion(
+            mode, x, xl, y, cfg=cfg.fusion, num_classes=num_classes, seed=cfg.seed
+        )
+        run.write_tensors(rel, model.state_dict())
+        run.write_json(
+            f"fusion/{name}.json",
+            {
+                "config": model.config,
+                "loss_curve": curve,
+                "n_fusion": len(y),
+                "seconds": time.perf_counter() - t0,
+            },
+        )
+        _log(console, f"fusion head {name} ({mode}) trained on {len(y)} fusion-split images")
+    if cfg.baselines.stacking and not run.has("baselines/stacking.json"):
+        run.write_json("baselines/stacking.json", fit_stacking(f, lg, y, num_classes).to_json())
+        _log(console, "stacking (LogisticRegression) fitted on the fusion split")
+
+
+def build_weight_average(cfg: Config, run: RunDir, data: RunData) -> None:
+    """One-shot parameter averaging of the experts, weighted by their training-set sizes."""
+    if run.has("baselines/weight_average.safetensors"):
+        return
+    sites = data.manifest.sites
+    states = [run.read_tensors(f"experts/{s}.safetensors") for s in sites]
+    sizes = [float(len(data.rows("train", site=s))) for s in sites]
+    run.write_tensors("baselines/weight_average.safetensors", average_state_dicts(states, sizes))
+
+
+def train_run(
+    cfg: Config,
+    out: str | Path,
+    *,
+    console: Console | None = None,
+    sites: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the whole chain into ``out``; returns stage timings and the run id.
+
+    ``sites`` limits the expert stage to those sites and stops after it (the per-site pipeline a
+    hospital runs where its data lives).
+    """
+    _set_threads(cfg)
+    out = Path(out)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    run, data = prepare_run(cfg, out, console)
+    timings["prepare"] = time.perf_counter() - t
+    if run.read_manifest().get("status") == "complete" and sites is None:
+        _log(console, f"{out}: run already complete; nothing to do")
+        return {"run_id": run.read_manifest().get("run_id"), "timings": {}, "complete": True}
+
+    t = time.perf_counter()
+    bank = fit_normalizers(cfg, run, data)
+    timings["normalizers"] = time.perf_counter() - t
+    num_classes = len(data.manifest.classes)
+    _initial_state(cfg, run, num_classes)
+
+    for site in sites if sites is not None else data.manifest.sites:
+        t = time.perf_counter()
+        if train_expert(cfg, run, data, bank, site, console):
+            timings[f"expert:{site}"] = time.perf_counter() - t
+    if sites is not None:
+        return {"run_id": run.read_manifest().get("run_id"), "timings": timings, "complete": False}
+
+    if cfg.baselines.pooled:
+        t = time.perf_counter()
+        if train_pooled(cfg, run, data, bank, console):
+            timings["pooled"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    experts = load_experts(cfg, run, data.manifest.sites, num_classes)
+    feats = _features(cfg, run, data, bank, "features/trained.safetensors", experts, console)
+    random_feats = None
+    if cfg.baselines.random_features:
+        init = run.read_tensors("experts/init.safetensors")
+        untrained = []
+        for _ in data.manifest.sites:
+            e = build_expert(cfg, num_classes)
+            e.load_state_dict(init)
+            untrained.append(e.eval())
+        random_feats = _features(
+            cfg, run, data, bank, "features/random.safetensors", untrained, console
+        )
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train_heads(cfg, run, data, feats, random_feats, console)
+    if cfg.baselines.weight_average:
+        build_weight_average(cfg, run, data)
+    timings["fusion_and_baselines"] = time.perf_counter() - t
+    previous = run.read_manifest().get("timings", {})
+    run.set_info(status="complete", timings={**previous, **timings})
+    return {"run_id": run.read_manifest().get("run_id"), "timings": timings, "complete": True}

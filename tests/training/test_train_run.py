@@ -1,0 +1,182 @@
+"""End-to-end training on tiny synthetic data: artifacts, resume, tamper detection, determinism."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sitefusion.config import Config
+from sitefusion.errors import ArtifactError
+from sitefusion.inference import LoadedRun
+from sitefusion.rundir import RunDir
+from sitefusion.training import run as run_module
+from sitefusion.training.run import prepare_run, train_run
+
+Tiny = Callable[..., Config]
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    synthetic_2d: Path, tmp_path_factory: pytest.TempPathFactory, tiny_config: Tiny
+) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    train_run(tiny_config(synthetic_2d), out)
+    return out
+
+
+def test_run_directory_holds_every_artifact(finished_run: Path) -> None:
+    run = RunDir(finished_run)
+    info = run.read_manifest()
+    assert info["status"] == "complete"
+    arts = set(info["artifacts"])
+    sites = json.loads((finished_run / "schema.json").read_text())["sites"]
+    for site in sites:
+        assert f"experts/{site}.safetensors" in arts
+        assert f"normalizers/{site}.json" in arts
+    for rel in [
+        "config.yaml",
+        "schema.json",
+        "splits.csv",
+        "experts/init.safetensors",
+        "baselines/pooled.safetensors",
+        "baselines/weight_average.safetensors",
+        "baselines/stacking.json",
+        "features/trained.safetensors",
+        "features/random.safetensors",
+        "fusion/fusion.safetensors",
+        "fusion/fusion_concat.safetensors",
+        "fusion/fusion_attention.safetensors",
+        "fusion/random_features.safetensors",
+    ]:
+        assert rel in arts, rel
+    run.verify_all()
+    assert not list(finished_run.rglob("*.pt")) and not list(finished_run.rglob("*.pkl"))
+
+
+def test_fusion_never_sees_expert_training_images(finished_run: Path) -> None:
+    run = RunDir(finished_run)
+    splits = dict(
+        line.split(",")[0::4] for line in (finished_run / "splits.csv").read_text().splitlines()[1:]
+    )
+    cached = run.read_json("features/trained.ids.json")
+    assert {splits[i] for i in cached} == {"fusion", "test"}
+    meta = run.read_json("fusion/fusion.json")
+    assert meta["n_fusion"] == sum(1 for s in splits.values() if s == "fusion")
+
+
+def test_rerun_of_a_finished_run_does_nothing(
+    finished_run: Path, synthetic_2d: Path, tiny_config: Tiny
+) -> None:
+    before = (finished_run / "manifest.json").read_text()
+    result = train_run(tiny_config(synthetic_2d), finished_run)
+    assert result["complete"] and result["timings"] == {}
+    assert (finished_run / "manifest.json").read_text() == before
+
+
+def test_different_config_is_refused(
+    finished_run: Path, synthetic_2d: Path, tiny_config: Tiny
+) -> None:
+    from sitefusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different configuration"):
+        train_run(tiny_config(synthetic_2d, training__epochs=3), finished_run)
+
+
+def test_tampered_artifact_is_refused_by_name(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    target = copy / "fusion" / "fusion.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"fusion\.safetensors.*SHA-256"):
+        LoadedRun(copy)
+
+
+def test_loaded_run_predicts_every_method(finished_run: Path) -> None:
+    loaded = LoadedRun(finished_run)
+    x = np.random.default_rng(0).normal(size=(5, 1, 24, 24)).astype(np.float32)
+    preds = loaded.predict(x, [loaded.expert_sites[0], None, "unknown_site", None, None])
+    assert set(loaded.method_names) <= set(preds.probs)
+    for name, p in preds.probs.items():
+        assert p.shape == (5, len(loaded.classes)), name
+        assert np.allclose(p.sum(1), 1, atol=1e-5), name
+    for w in preds.attention.values():
+        assert np.allclose(w.sum(1), 1, atol=1e-5)
+    assert preds.norm_policy[0] == "known" and preds.norm_policy[2] == "nearest"
+
+
+def test_same_seed_same_weights(synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny) -> None:
+    cfg = tiny_config(
+        synthetic_2d, baselines={"pooled": False, "random_features": False, "stacking": False}
+    )
+    train_run(cfg, tmp_path / "a")
+    train_run(cfg, tmp_path / "b")
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    for rel in ["experts/site_a.safetensors", "fusion/fusion.safetensors"]:
+        ta, tb = a.read_tensors(rel), b.read_tensors(rel)
+        assert ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_resume_after_interrupted_expert(
+    synthetic_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Tiny
+) -> None:
+    """Kill the expert loop after its first epoch; the rerun continues at epoch 2, not 1."""
+    cfg = tiny_config(synthetic_2d, training__epochs=3, training__patience=10)
+    out = tmp_path / "r"
+    run, data = prepare_run(cfg, out)
+    bank = run_module.fit_normalizers(cfg, run, data)
+
+    class Killed(Exception):
+        pass
+
+    original = run_module.fit_classifier
+
+    def dying(*args: object, **kwargs: object) -> object:
+        def on_epoch(report: object) -> None:
+            raise Killed
+
+        kwargs["on_epoch"] = on_epoch
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_module, "fit_classifier", dying)
+    with pytest.raises(Killed):
+        run_module.train_expert(cfg, run, data, bank, "site_a")
+    assert run.has("checkpoints/site_a.ckpt.json")
+    assert not run.has("experts/site_a.safetensors")
+    monkeypatch.setattr(run_module, "fit_classifier", original)
+    run_module.train_expert(cfg, run, data, bank, "site_a")
+    meta = run.read_json("experts/site_a.json")
+    assert meta["resumed_from_epoch"] == 0
+    assert [h["epoch"] for h in meta["history"]] == [0, 1, 2]
+
+    # The resumed expert equals one trained without interruption.
+    fresh = tmp_path / "fresh"
+    run2, data2 = prepare_run(cfg, fresh)
+    bank2 = run_module.fit_normalizers(cfg, run2, data2)
+    run_module.train_expert(cfg, run2, data2, bank2, "site_a")
+    ta = run.read_tensors("experts/site_a.safetensors")
+    tb = run2.read_tensors("experts/site_a.safetensors")
+    assert all(torch.allclose(ta[k].float(), tb[k].float(), atol=1e-6) for k in ta)
+
+
+def test_3d_run(synthetic_3d: Path, tmp_path: Path, tiny_config: Tiny) -> None:
+    cfg = tiny_config(
+        synthetic_3d,
+        training__epochs=1,
+        fusion={"epochs": 5, "hidden": 8, "modes": ["average_attention"]},
+    )
+    result = train_run(cfg, tmp_path / "r3")
+    assert result["complete"]
+    loaded = LoadedRun(tmp_path / "r3")
+    x = np.zeros((2, 1, 16, 16, 16), np.float32)
+    preds = loaded.predict(x, [None, None])
+    assert preds.probs["fusion"].shape == (2, 2)
