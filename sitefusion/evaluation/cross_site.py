@@ -1,0 +1,255 @@
+"""Cross-site evaluation of a run: every stored method on one test set, per site.
+
+``evaluate_run`` loads a finished run, reads the test images (the run's internal test split, or
+any manifest of the same layout), predicts every method from one shared pass through the experts,
+adds temperature scaling of the fusion (fitted on the fusion split) and, on request,
+leave-one-site-out, then computes the metrics and writes the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from sitefusion.data import Manifest, load_image_stack, load_manifest, load_splits
+from sitefusion.evaluation.calibration import apply_temperature, fit_temperature
+from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
+from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
+from sitefusion.evaluation.predictions import PredictionSet
+from sitefusion.inference import LoadedRun, RunPredictions, softmax
+from sitefusion.training.features import ExpertFeatures
+from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.training.progress import make_progress
+from sitefusion.training.run import resolve_data
+
+__all__ = ["evaluate_run", "predict_manifest", "quick_site_table", "test_manifest"]
+
+
+def test_manifest(loaded: LoadedRun) -> Manifest:
+    """The run's internal test split, as a manifest."""
+    manifest_path, image_root = resolve_data(loaded.cfg, loaded.root)
+    manifest = load_manifest(
+        manifest_path, loaded.cfg.data, image_root=image_root, classes=loaded.classes
+    )
+    splits = load_splits(loaded.run.verify("splits.csv"))
+    return manifest.subset({i for i, s in splits.items() if s == "test"})
+
+
+def predict_manifest(
+    loaded: LoadedRun, manifest: Manifest, console: Console | None = None
+) -> tuple[PredictionSet, RunPredictions]:
+    """Read the manifest's images and predict every method of the run on them."""
+    paths = [r.path for r in manifest.records]
+    with make_progress(console) as progress:
+        task = progress.add_task("reading test images", total=len(paths), info="")
+        images = load_image_stack(
+            paths,
+            loaded.spatial_size,
+            loaded.channels,
+            on_progress=lambda k: progress.advance(task, k),
+        )
+        task2 = progress.add_task("predicting", total=len(paths), info="")
+        preds = loaded.predict(
+            images,
+            [r.site for r in manifest.records],
+            on_batch=lambda k: progress.advance(task2, k),
+        )
+    known = [s for s in loaded.expert_sites if s in manifest.sites]
+    sites = known + [s for s in manifest.sites if s not in known]
+    pset = PredictionSet(
+        classes=loaded.classes,
+        sites=tuple(sites),
+        experts=loaded.expert_sites,
+        ids=np.array([r.id for r in manifest.records]),
+        labels=np.array([manifest.label_index(r) for r in manifest.records]),
+        site=np.array([r.site for r in manifest.records]),
+        group=np.array([r.group for r in manifest.records]),
+        probs=preds.probs,
+        attention=preds.attention,
+    )
+    return pset, preds
+
+
+def _cached(loaded: LoadedRun, rel: str) -> ExpertFeatures:
+    t = loaded.run.read_tensors(rel)
+    ids = loaded.run.read_json(rel.replace(".safetensors", ".ids.json"))
+    return ExpertFeatures(tuple(ids), t["features"].numpy(), t["logits"].numpy())
+
+
+def _fusion_split(loaded: LoadedRun) -> tuple[ExpertFeatures, np.ndarray, np.ndarray]:
+    """Cached fusion-split features, their labels and sites."""
+    feats = _cached(loaded, "features/trained.safetensors")
+    splits = load_splits(loaded.run.verify("splits.csv"))
+    rows = {}
+    for line in loaded.run.read_text("splits.csv").splitlines()[1:]:
+        rid, site, _group, label, _split = line.split(",")
+        rows[rid] = (site, label)
+    sel = np.array([j for j, rid in enumerate(feats.ids) if splits[rid] == "fusion"])
+    sub = feats.subset(sel)
+    labels = np.array([loaded.classes.index(rows[rid][1]) for rid in sub.ids])
+    sites = np.array([rows[rid][0] for rid in sub.ids])
+    return sub, labels, sites
+
+
+def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
+    """Temperature scaling of ``fusion`` fitted on the fusion split; ECE per site before/after."""
+    if "fusion" not in loaded.fusions:
+        return {}
+    feats, y, _ = _fusion_split(loaded)
+    with torch.inference_mode():
+        out = loaded.fusions["fusion"](
+            torch.from_numpy(feats.features), torch.from_numpy(feats.logits)
+        )
+    temperature = fit_temperature(out.logits.numpy(), y)
+    log_p = np.log(np.clip(pset.probs["fusion"], 1e-12, 1.0))
+    calibrated = apply_temperature(log_p, temperature)
+    per_site: dict[str, Any] = {}
+    for site in [*pset.sites, "overall"]:
+        m = np.ones(len(pset.labels), bool) if site == "overall" else pset.site == site
+        if not m.any():
+            continue
+        per_site[site] = {
+            "ece_before": expected_calibration_error(pset.labels[m], pset.probs["fusion"][m], bins),
+            "ece_after": expected_calibration_error(pset.labels[m], calibrated[m], bins),
+        }
+    return {
+        "method": "fusion",
+        "temperature": float(temperature),
+        "per_site": per_site,
+        "fitted_on": "fusion split",
+    }
+
+
+def _loso(
+    loaded: LoadedRun,
+    pset: PredictionSet,
+    manifest: Manifest,
+    n_boot: int,
+    seed: int,
+    console: Console | None,
+) -> dict[str, Any]:
+    """Leave-one-site-out: for each site, a fusion without its expert and its fusion data."""
+    feats, y, fsites = _fusion_split(loaded)
+    paths = [r.path for r in manifest.records]
+    images = load_image_stack(paths, loaded.spatial_size, loaded.channels)
+    site_of = np.array([r.site for r in manifest.records])
+    blocks: dict[str, PredictionSet] = {}
+    mode = loaded.cfg.fusion.modes[0]
+    for e, site in enumerate(loaded.expert_sites):
+        test_rows = np.flatnonzero(site_of == site)
+        if not len(test_rows):
+            continue
+        keep = fsites != site
+        presence = np.ones((int(keep.sum()), len(loaded.expert_sites)), bool)
+        presence[:, e] = False
+        head, _ = fit_fusion(
+            mode,
+            feats.features[keep],
+            feats.logits[keep],
+            y[keep],
+            cfg=loaded.cfg.fusion,
+            num_classes=len(loaded.classes),
+            seed=loaded.cfg.seed,
+            presence=presence,
+        )
+        bank = loaded.bank.without(site)
+        preds = loaded.predict(images[test_rows], [None] * len(test_rows), bank=bank)
+        mask = np.ones((len(test_rows), len(loaded.expert_sites)), bool)
+        mask[:, e] = False
+        held = RunPredictions()
+        if preds.features is None:  # pragma: no cover - predict always sets it
+            raise RuntimeError("prediction returned no expert features")
+        loaded.predict_heads(held, preds.features, None, mask=mask, fusions={"fusion": head})
+        probs = {"fusion": held.probs["fusion"], "output_average": held.probs["output_average"]}
+        for j, other in enumerate(loaded.expert_sites):
+            if other != site:
+                probs[f"local:{other}"] = softmax(preds.features.logits[:, j])
+        blocks[site] = PredictionSet(
+            classes=pset.classes,
+            sites=(site,),
+            experts=loaded.expert_sites,
+            ids=np.array([manifest.records[i].id for i in test_rows]),
+            labels=np.array([manifest.label_index(manifest.records[i]) for i in test_rows]),
+            site=site_of[test_rows],
+            group=np.array([manifest.records[i].group for i in test_rows]),
+            probs=probs,
+            attention={"fusion": held.attention["fusion"]},
+        )
+        if console is not None:
+            console.print(f"leave-one-site-out: {site} held out ({len(test_rows)} test images)")
+    return evaluate_loso(blocks, n_boot=n_boot, seed=seed)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    image_root: str | Path | None = None,
+    loso: bool = False,
+    n_boot: int | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate every method of a run and write ``metrics.json``, ``report.md``, ``report.html``.
+
+    Args:
+        run_dir: a finished run directory (hashes are checked on load).
+        out: report directory.
+        manifest, image_root: evaluate on this manifest (the run's column mapping and classes)
+            instead of the run's internal test split.
+        loso: also run leave-one-site-out (only for sites with test images).
+        n_boot: bootstrap resamples (default: the run's ``evaluation.bootstrap``).
+    """
+    from sitefusion.reporting import write_report
+
+    t0 = time.perf_counter()
+    loaded = LoadedRun(run_dir)
+    ecfg = loaded.cfg.evaluation
+    n_boot = ecfg.bootstrap if n_boot is None else n_boot
+    if manifest is None:
+        test = test_manifest(loaded)
+    else:
+        mpath = Path(manifest)
+        test = load_manifest(
+            mpath,
+            loaded.cfg.data,
+            image_root=image_root if image_root is not None else mpath.parent,
+            classes=loaded.classes,
+        )
+    pset, _ = predict_manifest(loaded, test, console)
+    metrics = evaluate_predictions(pset, n_boot=n_boot, seed=ecfg.seed, ece_bins=ecfg.ece_bins)
+    metrics["calibration"] = _calibration(loaded, pset, ecfg.ece_bins)
+    if loso:
+        metrics["leave_one_site_out"] = _loso(loaded, pset, test, n_boot, ecfg.seed, console)
+    metrics["run"] = {
+        "run_id": loaded.run_id,
+        "run_dir": str(loaded.root),
+        "test_set": "internal test split" if manifest is None else str(manifest),
+        "n_images": len(pset.labels),
+        "bootstrap": n_boot,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_report(metrics, pset, Path(out))
+    return metrics
+
+
+def quick_site_table(
+    run_dir: str | Path, methods: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Balanced accuracy of every method per site on the internal test split (no bootstrap)."""
+    loaded = LoadedRun(run_dir)
+    pset, _ = predict_manifest(loaded, test_manifest(loaded))
+    out: dict[str, dict[str, float]] = {}
+    for method in methods or list(pset.probs):
+        out[method] = {
+            s: balanced_accuracy(pset.labels[pset.site == s], pset.probs[method][pset.site == s])
+            for s in pset.sites
+        }
+        out[method]["mean"] = float(np.mean([out[method][s] for s in pset.sites]))
+    return out
