@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install clean
+.PHONY: demo test lint typecheck pytest install clean test-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# Headless Chromium (renders the HTML report) and dciodvfy (validates DICOM SR) come from
+# Debian's packages. Best effort: without them the two tests that need them skip with a reason.
+test-tools:
+	@command -v chromium >/dev/null 2>&1 && command -v dciodvfy >/dev/null 2>&1 || \
+	  (timeout 600 apt-get install -y -q --no-install-recommends chromium dicom3tools >/dev/null 2>&1 || \
+	   (timeout 300 apt-get update -q >/dev/null 2>&1 && \
+	    timeout 600 apt-get install -y -q --no-install-recommends chromium dicom3tools >/dev/null 2>&1) || \
+	   echo "note: could not install chromium/dicom3tools; the report and SR tests will be skipped")
+
+pytest: $(STAMP) test-tools
 	$(BIN)/python -m pytest -n 2 -q
 
 test: lint typecheck pytest

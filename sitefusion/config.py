@@ -112,6 +112,7 @@ class TrainingConfig:
 
     epochs: int = 10
     batch_size: int = 32
+    min_steps_per_epoch: int = 0
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 4
@@ -123,7 +124,12 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Fusion heads trained on cached features of the fusion split."""
+    """Fusion heads trained on cached expert features.
+
+    By default only fusion-split images are used. With ``cross_fit`` the heads also learn from the
+    expert-training images of every site, with that site's own expert masked out: every feature
+    the fusion sees still comes from an expert that never trained on that image.
+    """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
     hidden: int = 64
@@ -132,6 +138,8 @@ class FusionConfig:
     weight_decay: float = 1e-3
     dropout: float = 0.1
     use_local_logits: bool = True
+    cross_fit: bool = False
+    expert_dropout: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -332,6 +340,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("epochs", obj.epochs, "a positive integer")
         if not 0.0 <= obj.dropout < 1.0:
             raise bad("dropout", obj.dropout, "a fraction in [0, 1)")
+        if not 0.0 <= obj.expert_dropout < 1.0:
+            raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
     elif isinstance(obj, EvaluationConfig):
         if obj.bootstrap < 0:
             raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 
 from sitefusion.data import Manifest, load_image_stack, load_manifest, load_splits
-from sitefusion.evaluation.calibration import apply_temperature, fit_temperature
+from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
 from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
 from sitefusion.evaluation.predictions import PredictionSet
@@ -28,10 +27,16 @@ from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
 from sitefusion.training.run import resolve_data
 
-__all__ = ["evaluate_run", "predict_manifest", "quick_site_table", "test_manifest"]
+__all__ = [
+    "evaluate_run",
+    "internal_test_manifest",
+    "loso_predictions",
+    "predict_manifest",
+    "quick_site_table",
+]
 
 
-def test_manifest(loaded: LoadedRun) -> Manifest:
+def internal_test_manifest(loaded: LoadedRun) -> Manifest:
     """The run's internal test split, as a manifest."""
     manifest_path, image_root = resolve_data(loaded.cfg, loaded.root)
     manifest = load_manifest(
@@ -82,31 +87,45 @@ def _cached(loaded: LoadedRun, rel: str) -> ExpertFeatures:
     return ExpertFeatures(tuple(ids), t["features"].numpy(), t["logits"].numpy())
 
 
-def _fusion_split(loaded: LoadedRun) -> tuple[ExpertFeatures, np.ndarray, np.ndarray]:
-    """Cached fusion-split features, their labels and sites."""
+def _head_training_rows(
+    loaded: LoadedRun,
+) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray]:
+    """The cached rows the run's fusion learned from: features, labels, sites, presence [M, E].
+
+    Fusion-split rows with every expert present and, when the run cross-fitted, the
+    expert-training rows with the image's own site's expert masked out.
+    """
     feats = _cached(loaded, "features/trained.safetensors")
-    splits = load_splits(loaded.run.verify("splits.csv"))
-    rows = {}
+    info: dict[str, tuple[str, str, str]] = {}
     for line in loaded.run.read_text("splits.csv").splitlines()[1:]:
-        rid, site, _group, label, _split = line.split(",")
-        rows[rid] = (site, label)
-    sel = np.array([j for j, rid in enumerate(feats.ids) if splits[rid] == "fusion"])
-    sub = feats.subset(sel)
-    labels = np.array([loaded.classes.index(rows[rid][1]) for rid in sub.ids])
-    sites = np.array([rows[rid][0] for rid in sub.ids])
-    return sub, labels, sites
+        rid, site, _group, label, split = line.split(",")
+        info[rid] = (site, label, split)
+    experts = list(loaded.expert_sites)
+    sel, presence = [], []
+    for j, rid in enumerate(feats.ids):
+        site, _label, split = info[rid]
+        mask = np.ones(len(experts), dtype=bool)
+        if split in ("train", "val") and loaded.cfg.fusion.cross_fit:
+            mask[experts.index(site)] = False
+        elif split != "fusion":
+            continue
+        sel.append(j)
+        presence.append(mask)
+    sub = feats.subset(np.array(sel, dtype=np.int64))
+    labels = np.array([loaded.classes.index(info[rid][1]) for rid in sub.ids])
+    sites = np.array([info[rid][0] for rid in sub.ids])
+    return sub, labels, sites, np.array(presence, dtype=bool).reshape(len(sel), len(experts))
 
 
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
-    """Temperature scaling of ``fusion`` fitted on the fusion split; ECE per site before/after."""
-    if "fusion" not in loaded.fusions:
+    """Temperature scaling of ``fusion`` (temperature fitted at training time on out-of-fold
+    logits of the fusion's own training rows); ECE per site before and after."""
+    if "fusion" not in loaded.fusions or "fusion" not in pset.probs:
         return {}
-    feats, y, _ = _fusion_split(loaded)
-    with torch.inference_mode():
-        out = loaded.fusions["fusion"](
-            torch.from_numpy(feats.features), torch.from_numpy(feats.logits)
-        )
-    temperature = fit_temperature(out.logits.numpy(), y)
+    meta = loaded.run.read_json("fusion/fusion.json").get("calibration")
+    if not meta:
+        return {}
+    temperature = float(meta["temperature"])
     log_p = np.log(np.clip(pset.probs["fusion"], 1e-12, 1.0))
     calibrated = apply_temperature(log_p, temperature)
     per_site: dict[str, Any] = {}
@@ -120,22 +139,22 @@ def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str,
         }
     return {
         "method": "fusion",
-        "temperature": float(temperature),
+        "temperature": temperature,
         "per_site": per_site,
-        "fitted_on": "fusion split",
+        "fitted_on": str(meta.get("fitted_on", "fusion split")),
     }
 
 
-def _loso(
-    loaded: LoadedRun,
-    pset: PredictionSet,
-    manifest: Manifest,
-    n_boot: int,
-    seed: int,
-    console: Console | None,
-) -> dict[str, Any]:
-    """Leave-one-site-out: for each site, a fusion without its expert and its fusion data."""
-    feats, y, fsites = _fusion_split(loaded)
+def loso_predictions(
+    loaded: LoadedRun, manifest: Manifest, console: Console | None = None
+) -> dict[str, PredictionSet]:
+    """Leave-one-site-out predictions on each expert site's test images.
+
+    For each site: the fusion retrained on cached features without that site's expert and without
+    that site's rows; its test images normalized by the unseen-site policy over the *other* sites'
+    normalizers; compared with each remaining local expert and their output average.
+    """
+    feats, y, fsites, base_presence = _head_training_rows(loaded)
     paths = [r.path for r in manifest.records]
     images = load_image_stack(paths, loaded.spatial_size, loaded.channels)
     site_of = np.array([r.site for r in manifest.records])
@@ -146,17 +165,19 @@ def _loso(
         if not len(test_rows):
             continue
         keep = fsites != site
-        presence = np.ones((int(keep.sum()), len(loaded.expert_sites)), bool)
+        presence = base_presence[keep].copy()
         presence[:, e] = False
+        usable = presence.any(1)
         head, _ = fit_fusion(
             mode,
-            feats.features[keep],
-            feats.logits[keep],
-            y[keep],
+            feats.features[keep][usable],
+            feats.logits[keep][usable],
+            y[keep][usable],
             cfg=loaded.cfg.fusion,
             num_classes=len(loaded.classes),
             seed=loaded.cfg.seed,
-            presence=presence,
+            presence=presence[usable],
+            expert_dropout=loaded.cfg.fusion.expert_dropout,
         )
         bank = loaded.bank.without(site)
         preds = loaded.predict(images[test_rows], [None] * len(test_rows), bank=bank)
@@ -171,7 +192,7 @@ def _loso(
             if other != site:
                 probs[f"local:{other}"] = softmax(preds.features.logits[:, j])
         blocks[site] = PredictionSet(
-            classes=pset.classes,
+            classes=loaded.classes,
             sites=(site,),
             experts=loaded.expert_sites,
             ids=np.array([manifest.records[i].id for i in test_rows]),
@@ -183,7 +204,7 @@ def _loso(
         )
         if console is not None:
             console.print(f"leave-one-site-out: {site} held out ({len(test_rows)} test images)")
-    return evaluate_loso(blocks, n_boot=n_boot, seed=seed)
+    return blocks
 
 
 def evaluate_run(
@@ -213,7 +234,7 @@ def evaluate_run(
     ecfg = loaded.cfg.evaluation
     n_boot = ecfg.bootstrap if n_boot is None else n_boot
     if manifest is None:
-        test = test_manifest(loaded)
+        test = internal_test_manifest(loaded)
     else:
         mpath = Path(manifest)
         test = load_manifest(
@@ -226,7 +247,10 @@ def evaluate_run(
     metrics = evaluate_predictions(pset, n_boot=n_boot, seed=ecfg.seed, ece_bins=ecfg.ece_bins)
     metrics["calibration"] = _calibration(loaded, pset, ecfg.ece_bins)
     if loso:
-        metrics["leave_one_site_out"] = _loso(loaded, pset, test, n_boot, ecfg.seed, console)
+        blocks = loso_predictions(loaded, test, console)
+        metrics["leave_one_site_out"] = evaluate_loso(
+            blocks, n_boot=n_boot, seed=ecfg.seed, ece_bins=ecfg.ece_bins
+        )
     metrics["run"] = {
         "run_id": loaded.run_id,
         "run_dir": str(loaded.root),
@@ -244,7 +268,7 @@ def quick_site_table(
 ) -> dict[str, dict[str, float]]:
     """Balanced accuracy of every method per site on the internal test split (no bootstrap)."""
     loaded = LoadedRun(run_dir)
-    pset, _ = predict_manifest(loaded, test_manifest(loaded))
+    pset, _ = predict_manifest(loaded, internal_test_manifest(loaded))
     out: dict[str, dict[str, float]] = {}
     for method in methods or list(pset.probs):
         out[method] = {

@@ -22,7 +22,14 @@ from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 
-__all__ = ["EpochReport", "FitResult", "class_weights", "fit_classifier", "predict_logits"]
+__all__ = [
+    "EpochReport",
+    "FitResult",
+    "class_weights",
+    "epoch_steps",
+    "fit_classifier",
+    "predict_logits",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,15 @@ def predict_logits(
         xb = torch.from_numpy(x[i : i + batch_size]).to(device)
         outs.append(model(xb).float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def epoch_steps(n_images: int, cfg: TrainingConfig) -> int:
+    """Optimizer steps per epoch: one pass over the data, but at least ``min_steps_per_epoch``.
+
+    Small sites get their shuffled data repeated, so an expert on 200 images is not stopped after
+    a few dozen updates.
+    """
+    return max(1, math.ceil(n_images / cfg.batch_size), cfg.min_steps_per_epoch)
 
 
 def _lr_at(epoch: int, step: int, steps: int, epochs: int, base: float) -> float:
@@ -128,7 +144,7 @@ def fit_classifier(
             resumed_from = state.epoch
 
     n = len(x_train)
-    steps = max(1, math.ceil(n / cfg.batch_size))
+    steps = epoch_steps(n, cfg)
     for epoch in range(state.epoch + 1, cfg.epochs):
         if state.stopped:
             break
@@ -136,7 +152,8 @@ def fit_classifier(
         rng = np.random.default_rng([seed, epoch])
         if augment is not None:
             augment.reseed(seed * 7919 + epoch)
-        order = rng.permutation(n)
+        repeats = math.ceil(steps * cfg.batch_size / max(1, n))
+        order = np.concatenate([rng.permutation(n) for _ in range(repeats)])
         model.train()
         t0 = time.perf_counter()
         total, seen = 0.0, 0

@@ -10,10 +10,12 @@ Stages (each skipped when its artifacts are already recorded, so a rerun resumes
 4. ``expert:<site>``: each expert trains on its own site's training split only, normalized by its
    own site's normalizer, checkpointing every epoch.
 5. ``pooled``: the same network on the union of all sites' training and fusion splits.
-6. ``features``: fusion- and test-split images through every trained expert, and through the
-   untrained (initial) experts for the random-feature control; cached ``[N, E, D]``.
-7. ``fusion``: every fusion mode on the fusion split's cached features only; stacking;
-   weight averaging; the random-feature control.
+6. ``features``: every image through every trained expert, and through the untrained (initial)
+   experts for the random-feature control; cached ``[N, E, D]`` features and ``[N, E, K]`` logits.
+7. ``fusion``: every fusion mode on cached features of the fusion split (plus, with
+   ``fusion.cross_fit``, the expert-training images with their own site's expert masked out, so
+   no feature an expert computed on its own training images reaches the fusion); its temperature
+   from out-of-fold logits; stacking; weight averaging; the random-feature control.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import ExpertFeatures, extract_features
 from sitefusion.training.fusion_head import fit_fusion
-from sitefusion.training.loop import EpochReport, fit_classifier
+from sitefusion.training.loop import EpochReport, epoch_steps, fit_classifier
 from sitefusion.training.progress import make_progress
 from sitefusion.training.stacking import fit_stacking
 
@@ -269,18 +271,6 @@ def _initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torc
     return state
 
 
-def _epoch_printer(console: Console | None, name: str) -> Any:
-    def show(r: EpochReport) -> None:
-        _log(
-            console,
-            f"  {name} epoch {r.epoch + 1}/{r.epochs}: loss {r.train_loss:.3f}, "
-            f"val loss {r.val_loss:.3f}, val balanced acc {r.val_balanced_accuracy:.3f}, "
-            f"{r.images_per_second:.0f} img/s",
-        )
-
-    return show
-
-
 def _train_network(
     cfg: Config,
     run: RunDir,
@@ -299,19 +289,39 @@ def _train_network(
     model.load_state_dict(init)
     _set_threads(cfg)
     t0 = time.perf_counter()
-    result = fit_classifier(
-        model,
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        cfg=cfg.training,
-        num_classes=num_classes,
-        seed=seed,
-        run=run,
-        checkpoint_stem=f"checkpoints/{Path(stem).name}",
-        on_epoch=_epoch_printer(console, Path(stem).name),
-    )
+    name = Path(stem).name
+    per_epoch = epoch_steps(len(y_train), cfg.training) * cfg.training.batch_size
+    with make_progress(console) as progress:
+        task = progress.add_task(name, total=cfg.training.epochs * per_epoch, info="")
+
+        def on_epoch(r: EpochReport) -> None:
+            # The bar counts images; an epoch's last batch may be short, so snap to the epoch.
+            progress.update(
+                task,
+                completed=(r.epoch + 1) * per_epoch,
+                info=f"epoch {r.epoch + 1}/{r.epochs} loss {r.train_loss:.3f} "
+                f"val bal.acc {r.val_balanced_accuracy:.3f} {r.images_per_second:.0f} img/s",
+            )
+            if console is not None and not console.is_terminal:
+                console.print(f"  {name} {progress.tasks[task].fields['info']}")
+
+        result = fit_classifier(
+            model,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            cfg=cfg.training,
+            num_classes=num_classes,
+            seed=seed,
+            run=run,
+            checkpoint_stem=f"checkpoints/{name}",
+            on_epoch=on_epoch,
+            on_batch=lambda k: progress.advance(task, k),
+        )
+        if result.resumed_from is not None:
+            _log(console, f"  {name}: resumed after epoch {result.resumed_from + 1}")
+        progress.update(task, completed=cfg.training.epochs * per_epoch)
     run.write_tensors(f"{stem}.safetensors", result.state)
     run.write_json(
         f"{stem}.json",
@@ -402,7 +412,7 @@ def _features(
     experts: list[SiteExpert],
     console: Console | None,
 ) -> ExpertFeatures:
-    rows = data.rows("fusion", "test")
+    rows = data.rows("train", "val", "fusion", "test")
     if run.has(rel):
         t = run.read_tensors(rel)
         ids = run.read_json(rel.replace(".safetensors", ".ids.json"))
@@ -422,11 +432,100 @@ def _features(
     return feats
 
 
-def _fusion_rows(data: RunData, feats: ExpertFeatures) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in ``feats`` of fusion-split images, and their labels."""
+@dataclass(frozen=True)
+class HeadRows:
+    """The rows of a feature cache a fusion head learns from, and which experts it may use.
+
+    ``presence[j, e]`` is ``False`` when expert ``e`` trained on (or early-stopped with) image
+    ``j``: the fusion never sees a feature an expert computed on its own training images.
+    """
+
+    positions: np.ndarray  # [M] rows of the feature cache
+    labels: np.ndarray  # [M]
+    groups: np.ndarray  # [M]
+    presence: np.ndarray  # [M, E] bool
+    n_fusion: int
+    n_cross_fit: int
+
+
+def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
+    """Fusion-split rows (every expert present) and, with ``fusion.cross_fit``, the
+    expert-training rows of every site with that site's own expert masked out."""
+    experts = list(data.manifest.sites)
     pos = {rid: i for i, rid in enumerate(data.ids)}
-    sel = np.array([j for j, rid in enumerate(feats.ids) if data.splits[rid] == "fusion"])
-    return sel, data.labels[[pos[feats.ids[j]] for j in sel]]
+    group_of = {r.id: r.group for r in data.manifest.records}
+    positions, presence = [], []
+    n_fusion = n_cross = 0
+    for j, rid in enumerate(feats.ids):
+        split = data.splits[rid]
+        mask = np.ones(len(experts), dtype=bool)
+        if split == "fusion":
+            n_fusion += 1
+        elif split in ("train", "val") and cfg.fusion.cross_fit:
+            mask[experts.index(str(data.sites[pos[rid]]))] = False
+            n_cross += 1
+        else:
+            continue
+        positions.append(j)
+        presence.append(mask)
+    sel = np.array(positions, dtype=np.int64)
+    pres = np.array(presence, dtype=bool).reshape(len(sel), len(experts))
+    # The contract of the design, checked on every run: no expert's feature of an image it
+    # trained on reaches the fusion.
+    for j, m in zip(sel, pres, strict=True):
+        rid = feats.ids[j]
+        own = experts.index(str(data.sites[pos[rid]]))
+        if data.splits[rid] in ("train", "val") and m[own]:
+            raise ArtifactError(
+                f"fusion rows include image {rid} with its own site's expert present"
+            )
+        if data.splits[rid] == "test":
+            raise ArtifactError(f"fusion rows include test image {rid}")
+    ids = [feats.ids[j] for j in sel]
+    return HeadRows(
+        positions=sel,
+        labels=data.labels[[pos[i] for i in ids]],
+        groups=np.array([group_of[i] for i in ids]),
+        presence=pres,
+        n_fusion=n_fusion,
+        n_cross_fit=n_cross,
+    )
+
+
+def _out_of_fold_temperature(
+    cfg: Config, mode: str, x: np.ndarray, xl: np.ndarray, rows: HeadRows, num_classes: int
+) -> dict[str, Any]:
+    """Temperature of the fusion fitted on out-of-fold logits (5 folds by group)."""
+    from sklearn.model_selection import GroupKFold
+
+    from sitefusion.evaluation.calibration import fit_temperature
+
+    n_splits = min(5, len(set(rows.groups.tolist())))
+    oof = np.zeros((len(rows.labels), num_classes), dtype=np.float32)
+    for k, (tr, te) in enumerate(GroupKFold(n_splits=n_splits).split(x, rows.labels, rows.groups)):
+        head, _ = fit_fusion(
+            mode,
+            x[tr],
+            xl[tr],
+            rows.labels[tr],
+            cfg=cfg.fusion,
+            num_classes=num_classes,
+            seed=cfg.seed + 100 + k,
+            presence=rows.presence[tr],
+            expert_dropout=cfg.fusion.expert_dropout,
+        )
+        with torch.inference_mode():
+            out = head(
+                torch.from_numpy(np.ascontiguousarray(x[te])),
+                torch.from_numpy(np.ascontiguousarray(xl[te])),
+                torch.from_numpy(rows.presence[te]),
+            )
+        oof[te] = out.logits.numpy()
+    return {
+        "temperature": float(fit_temperature(oof, rows.labels)),
+        "fitted_on": f"out-of-fold logits of the fusion's training rows ({n_splits} folds by group)",
+        "n": len(rows.labels),
+    }
 
 
 def train_heads(
@@ -437,25 +536,22 @@ def train_heads(
     random_feats: ExpertFeatures | None,
     console: Console | None = None,
 ) -> None:
-    """Stage 7: fusion heads, stacking, the random-feature control (fusion split only)."""
+    """Stage 7: fusion heads, their temperature, stacking, and the random-feature control."""
     num_classes = len(data.manifest.classes)
-    sel, y = _fusion_rows(data, feats)
-    fusion_ids = {feats.ids[j] for j in sel}
-    # The contract of the design: no image an expert trained on reaches the fusion.
-    if any(data.splits[i] != "fusion" for i in fusion_ids):
-        raise ArtifactError("fusion training set contains images outside the fusion split")
-    f, lg = feats.features[sel], feats.logits[sel]
+    rows = head_rows(cfg, data, feats)
+    f, lg = feats.features[rows.positions], feats.logits[rows.positions]
     jobs: list[tuple[str, str, np.ndarray, np.ndarray]] = [
         (FUSION_METHOD_NAMES[mode], mode, f, lg) for mode in cfg.fusion.modes
     ]
     if random_feats is not None:
-        rsel, _ = _fusion_rows(data, random_feats)
+        if random_feats.ids != feats.ids:
+            raise ArtifactError("the random and trained feature caches hold different images")
         jobs.append(
             (
                 "random_features",
                 cfg.fusion.modes[0],
-                random_feats.features[rsel],
-                random_feats.logits[rsel],
+                random_feats.features[rows.positions],
+                random_feats.logits[rows.positions],
             )
         )
     for name, mode, x, xl in jobs:
@@ -464,21 +560,35 @@ def train_heads(
             continue
         t0 = time.perf_counter()
         model, curve = fit_fusion(
-            mode, x, xl, y, cfg=cfg.fusion, num_classes=num_classes, seed=cfg.seed
+            mode,
+            x,
+            xl,
+            rows.labels,
+            cfg=cfg.fusion,
+            num_classes=num_classes,
+            seed=cfg.seed,
+            presence=rows.presence,
+            expert_dropout=cfg.fusion.expert_dropout,
         )
+        meta: dict[str, Any] = {
+            "config": model.config,
+            "loss_curve": curve,
+            "n_fusion": rows.n_fusion,
+            "n_cross_fit": rows.n_cross_fit,
+            "seconds": time.perf_counter() - t0,
+        }
+        if name == "fusion":
+            meta["calibration"] = _out_of_fold_temperature(cfg, mode, x, xl, rows, num_classes)
         run.write_tensors(rel, model.state_dict())
-        run.write_json(
-            f"fusion/{name}.json",
-            {
-                "config": model.config,
-                "loss_curve": curve,
-                "n_fusion": len(y),
-                "seconds": time.perf_counter() - t0,
-            },
-        )
-        _log(console, f"fusion head {name} ({mode}) trained on {len(y)} fusion-split images")
+        run.write_json(f"fusion/{name}.json", meta)
+        extra = f" + {rows.n_cross_fit} cross-fitted" if rows.n_cross_fit else ""
+        _log(console, f"fusion head {name} ({mode}): {rows.n_fusion} fusion-split images{extra}")
     if cfg.baselines.stacking and not run.has("baselines/stacking.json"):
-        run.write_json("baselines/stacking.json", fit_stacking(f, lg, y, num_classes).to_json())
+        only = rows.presence.all(1)  # stacking cannot mask experts: fusion split only
+        run.write_json(
+            "baselines/stacking.json",
+            fit_stacking(f[only], lg[only], rows.labels[only], num_classes).to_json(),
+        )
         _log(console, "stacking (LogisticRegression) fitted on the fusion split")
 
 

@@ -63,10 +63,42 @@ def test_fusion_never_sees_expert_training_images(finished_run: Path) -> None:
     splits = dict(
         line.split(",")[0::4] for line in (finished_run / "splits.csv").read_text().splitlines()[1:]
     )
-    cached = run.read_json("features/trained.ids.json")
-    assert {splits[i] for i in cached} == {"fusion", "test"}
     meta = run.read_json("fusion/fusion.json")
     assert meta["n_fusion"] == sum(1 for s in splits.values() if s == "fusion")
+    assert meta["n_cross_fit"] == 0  # cross_fit is off by default: fusion split only
+    assert meta["calibration"]["temperature"] > 0
+
+
+@pytest.mark.parametrize("cross_fit", [False, True])
+def test_head_rows_mask_each_images_own_expert(
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny, cross_fit: bool
+) -> None:
+    """With cross-fitting, training images join the fusion only with their own expert masked."""
+    from sitefusion.training.features import ExpertFeatures
+    from sitefusion.training.run import head_rows
+
+    cfg = tiny_config(synthetic_2d, fusion={"cross_fit": cross_fit})
+    _, data = prepare_run(cfg, tmp_path / "r")
+    e = len(data.manifest.sites)
+    feats = ExpertFeatures(
+        tuple(data.ids), np.zeros((len(data.ids), e, 4)), np.zeros((len(data.ids), e, 3))
+    )
+    rows = head_rows(cfg, data, feats)
+    experts = list(data.manifest.sites)
+    seen_splits = set()
+    for j, present in zip(rows.positions, rows.presence, strict=True):
+        rid = data.ids[j]
+        split = data.splits[rid]
+        seen_splits.add(split)
+        own = experts.index(str(data.sites[j]))
+        assert split != "test"
+        if split in ("train", "val"):
+            assert not present[own]
+            assert present.sum() == e - 1
+        else:
+            assert present.all()
+    assert seen_splits == ({"fusion", "train", "val"} if cross_fit else {"fusion"})
+    assert rows.n_cross_fit == (len(data.rows("train", "val")) if cross_fit else 0)
 
 
 def test_rerun_of_a_finished_run_does_nothing(
