@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from sitefusion.atomic import write_text_atomic
 from sitefusion.config import SplitConfig
 from sitefusion.data.manifest import Manifest
 from sitefusion.errors import ManifestError
@@ -161,12 +160,7 @@ def save_splits(path: str | Path, manifest: Manifest, assignment: Mapping[str, s
     writer.writerow(["id", "site", "group", "label", "split"])
     for r in manifest.records:
         writer.writerow([r.id, r.site, r.group, r.label or "", assignment[r.id]])
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, target)
+    write_text_atomic(path, buf.getvalue())
 
 
 def load_splits(path: str | Path) -> dict[str, str]:

@@ -57,8 +57,6 @@ import csv
 import gzip
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,6 +65,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from sitefusion.atomic import write_bytes_atomic
 from sitefusion.errors import ConfigError
 
 __all__ = [
@@ -613,18 +612,6 @@ def make_synthetic_arrays(
     return SyntheticArrays(images, labels, site_of, groups)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _encode_png(image: npt.NDArray[np.float32]) -> bytes:
     from PIL import Image  # imported lazily: the module is also used without any file output
 
@@ -698,12 +685,12 @@ def generate_synthetic_dataset(
         if index == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
         encoded = _encode_nifti(image) if dims == 3 else _encode_png(image)
-        _atomic_write(path, encoded)
+        write_bytes_atomic(path, encoded)
         rows.append((f"{site}_img_{index:05d}", relative, label, site, group))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
     writer.writerows(rows)
     manifest = out / MANIFEST_NAME
-    _atomic_write(manifest, text.getvalue().encode("utf-8"))
+    write_bytes_atomic(manifest, text.getvalue().encode("utf-8"))
     return manifest

@@ -20,14 +20,11 @@ deterministic for a given image order.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import inspect
 import itertools
 import json
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from sitefusion.atomic import sha256_file, write_text_atomic
 from sitefusion.errors import ArtifactError, ConfigError, NotFittedError
 
 __all__ = [
@@ -205,21 +203,7 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) 
     Non-finite floats are refused (``ValueError``) so the file is always strict JSON.
     Returns the path written.
     """
-    target = Path(path)
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    return target
+    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def read_json_artifact(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
@@ -235,15 +219,6 @@ def read_json_artifact(path: str | os.PathLike[str], what: str) -> dict[str, Any
     if not isinstance(payload, dict):
         raise ArtifactError(f"{path}: {what} must be a JSON object, found {type(payload).__name__}")
     return payload
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- accumulator

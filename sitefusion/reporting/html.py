@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from sitefusion.atomic import write_text_atomic as atomic_write_text
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.errors import EvaluationError
 from sitefusion.evaluation.predictions import PredictionSet
 from sitefusion.reporting import tables as t
-from sitefusion.reporting.files import atomic_write_text
 from sitefusion.reporting.summary import summary_points
 
 __all__ = ["build_html", "render_html", "table_to_html"]

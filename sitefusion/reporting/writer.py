@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from sitefusion.atomic import write_text_atomic as atomic_write_text
 from sitefusion.evaluation.predictions import PredictionSet
 from sitefusion.evaluation.schema import validate_metrics
-from sitefusion.reporting.files import atomic_write_text
 from sitefusion.reporting.html import render_html
 from sitefusion.reporting.markdown import render_markdown
 

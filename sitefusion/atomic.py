@@ -1,0 +1,63 @@
+"""File writes that are atomic, and content hashes of files.
+
+Writes go to a temporary file in the target folder, are fsynced, then ``os.replace``-d.
+
+Readers see the old file or the new one, never half of one, and an interrupted write leaves no
+stray temporary file. Every artifact sitefusion writes goes through here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` (text mode is UTF-8 with ``\\n`` newlines); on success
+    it replaces ``path`` in one step, on failure it is removed. Parent folders are created."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        binary = "b" in mode
+        with os.fdopen(
+            fd, mode, encoding=None if binary else "utf-8", newline=None if binary else "\n"
+        ) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically; returns the path."""
+    with atomic_write(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` atomically; returns the path."""
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
