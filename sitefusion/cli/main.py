@@ -161,6 +161,64 @@ def evaluate_cmd(
     console.print(f"report: {out / 'report.html'}  metrics: {out / 'metrics.json'}")
 
 
+@app.command("score")
+def score_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files and folders (walked recursively): DICOM, NIfTI, PNG/JPEG."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder; rerun the same command to resume.")
+    ],
+    site: Annotated[
+        str | None,
+        typer.Option("--site", help="Site of every input (default: from DICOM tags, else unseen)."),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Write a Grad-CAM overlay and weight chart per item.")
+    ] = False,
+    convert_colour: Annotated[
+        bool,
+        typer.Option("--convert-colour", help="Convert grey <-> RGB to the run's channel count."),
+    ] = False,
+) -> None:
+    """Score images with a trained run: scores.csv / scores.jsonl, DICOM SR, explanations."""
+    from sitefusion.errors import SiteFusionError
+    from sitefusion.scoring import score_inputs
+
+    try:
+        summary = score_inputs(
+            run_dir,
+            inputs,
+            out,
+            site=site,
+            explain=explain,
+            convert_colour=convert_colour,
+            console=err_console,
+        )
+    except SiteFusionError as err:
+        _fail(err)
+    console.print(
+        f"{summary.items} items: {summary.ok} ok, {summary.errors} errors "
+        f"({summary.scored} scored now, {summary.skipped} already done; "
+        f"{summary.items_per_second:.1f} items/s); {summary.sr_written} DICOM SR; "
+        f"scores in {summary.csv_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for reason in summary.sr_errors:
+        err_console.print(f"[yellow]warning:[/] {reason}", highlight=False, soft_wrap=True)
+    if summary.items == 0:
+        _fail(ValueError("no input files found"))
+    if summary.ok == 0:
+        _fail(
+            ValueError(f"none of the {summary.items} inputs could be scored; see the error column")
+        )
+
+
 def main() -> None:
     """Entry point of the ``sitefusion`` script."""
     try:

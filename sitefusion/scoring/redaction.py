@@ -1,0 +1,101 @@
+"""Keep patient identifiers out of every score, file name and message.
+
+The readers never copy PatientName/PatientID into metadata, but an export may still carry them in
+a *path* (a folder per patient is common) or a library error may quote a header value. Scoring
+therefore collects the identifiers of each DICOM header it parses (in memory only) and replaces
+them in the free-text fields of that item's row (``input``, ``error``) and in file names derived
+from them. Each item is redacted with its own patient's identifiers only: applied to every row,
+a name part such as "Test" or "First" shreds other patients' paths ("test_files"). UIDs are left
+alone: they are not patient identifiers, and a short ID could match inside one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PATIENT_KEYWORDS", "REPLACEMENT", "Redactor", "patient_identifiers"]
+
+PATIENT_KEYWORDS: tuple[str, ...] = ("PatientName", "PatientID", "OtherPatientIDs")
+"""Header elements whose values are collected and redacted."""
+
+REPLACEMENT = "[redacted]"
+"""What an identifier is replaced with."""
+
+# Identifiers at least this long are redacted inside longer words too.
+SUBSTRING_LENGTH = 6
+# Values shorter than this are not redacted: "1" or "AB" would shred ordinary text.
+MIN_LENGTH = 3
+
+
+def patient_identifiers(ds: Any) -> set[str]:
+    """Identifier strings of one pydicom dataset: the whole values and the name components.
+
+    ``DOE^JOHN`` yields ``"DOE^JOHN"``, ``"DOE JOHN"``, ``"DOE"`` and ``"JOHN"``, so the name is
+    caught however an export spelled it into a folder name.
+    """
+    found: set[str] = set()
+    for keyword in PATIENT_KEYWORDS:
+        try:
+            value = ds.get(keyword)
+        except Exception:  # a malformed value fails on access: nothing to collect
+            continue
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) or _is_multi(value) else [value]
+        for v in values:
+            text = str(v).strip()
+            if not text:
+                continue
+            found.add(text)
+            parts = [p.strip() for p in text.replace("=", "^").split("^") if p.strip()]
+            if len(parts) > 1:
+                found.add(" ".join(parts))
+                found.add("_".join(parts))
+                found.update(parts)
+    return {s for s in found if len(s) >= MIN_LENGTH}
+
+
+def _is_multi(value: Any) -> bool:
+    from pydicom.multival import MultiValue
+
+    return isinstance(value, MultiValue)
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Replaces known patient identifiers in text with :data:`REPLACEMENT`.
+
+    The identifiers never appear in ``repr`` (a dataclass repr could end up in a log).
+    """
+
+    identifiers: frozenset[str] = field(default_factory=frozenset, repr=False)
+
+    @classmethod
+    def from_values(cls, values: Iterable[str]) -> Redactor:
+        """A redactor for these identifier strings (shorter than 3 characters are ignored)."""
+        return cls(frozenset(v for v in values if len(v) >= MIN_LENGTH))
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every identifier replaced: whole tokens, case-insensitive, longest
+        first."""
+        if not self.identifiers or not text:
+            return text
+        lowered = text.lower()
+        hits = sorted((v for v in self.identifiers if v.lower() in lowered), key=len, reverse=True)
+        if not hits:
+            return text
+        # One pass, longest first, so a replacement is never matched again. Identifiers of at
+        # least SUBSTRING_LENGTH characters match anywhere ("xPID12345"); shorter ones only as
+        # whole tokens, so a name part "pre" leaves "preamble" alone while "DOE" in
+        # "/exports/DOE_JOHN/" is caught.
+        alternatives = "|".join(
+            re.escape(v)
+            if len(v) >= SUBSTRING_LENGTH
+            else rf"(?<![A-Za-z0-9]){re.escape(v)}(?![A-Za-z0-9])"
+            for v in hits
+        )
+        pattern = re.compile(alternatives, re.IGNORECASE)
+        return pattern.sub(REPLACEMENT, text)
