@@ -129,6 +129,12 @@ class FusionConfig:
     By default only fusion-split images are used. With ``cross_fit`` the heads also learn from the
     expert-training images of every site, with that site's own expert masked out: every feature
     the fusion sees still comes from an expert that never trained on that image.
+
+    With ``finetune_epochs > 0`` the product fusion (the first mode) and the random-feature
+    control are then trained end to end: copies of the experts are fine-tuned together with the
+    head on the same rows and masks (an expert still never sees its own training images). A
+    ``calibration_fraction`` of the fusion split's groups is then held out of the fusion's
+    training to fit its temperature.
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -138,8 +144,13 @@ class FusionConfig:
     weight_decay: float = 1e-3
     dropout: float = 0.1
     use_local_logits: bool = True
+    use_home_flag: bool = False
+    class_weight_power: float = 1.0
     cross_fit: bool = False
     expert_dropout: float = 0.2
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-3
+    calibration_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,8 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
         if len(args) != len(value):
             raise fail(f"a list of {len(args)} items")
         return tuple(
-            _coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(args, value, strict=True))
+            _coerce(v, a, f"{where}[{i}]", source)
+            for i, (v, a) in enumerate(zip(args, value, strict=True))
         )
     if origin in (Mapping, dict) or tp is dict:
         if not isinstance(value, Mapping):
@@ -340,6 +352,14 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("epochs", obj.epochs, "a positive integer")
         if not 0.0 <= obj.dropout < 1.0:
             raise bad("dropout", obj.dropout, "a fraction in [0, 1)")
+        if obj.finetune_epochs < 0:
+            raise bad("finetune_epochs", obj.finetune_epochs, "0 (off) or a positive integer")
+        if obj.finetune_lr <= 0:
+            raise bad("finetune_lr", obj.finetune_lr, "a positive learning rate")
+        if not 0.0 < obj.calibration_fraction < 0.5:
+            raise bad("calibration_fraction", obj.calibration_fraction, "a fraction in (0, 0.5)")
+        if not 0.0 <= obj.class_weight_power <= 1.0:
+            raise bad("class_weight_power", obj.class_weight_power, "a power between 0 and 1")
         if not 0.0 <= obj.expert_dropout < 1.0:
             raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
     elif isinstance(obj, EvaluationConfig):

@@ -89,8 +89,9 @@ def _cached(loaded: LoadedRun, rel: str) -> ExpertFeatures:
 
 def _head_training_rows(
     loaded: LoadedRun,
-) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray]:
-    """The cached rows the run's fusion learned from: features, labels, sites, presence [M, E].
+) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cached rows the run's fusion learned from: features, labels, sites, presence and
+    own-site flags ``[M, E]``.
 
     Fusion-split rows with every expert present and, when the run cross-fitted, the
     expert-training rows with the image's own site's expert masked out.
@@ -101,7 +102,7 @@ def _head_training_rows(
         rid, site, _group, label, split = line.split(",")
         info[rid] = (site, label, split)
     experts = list(loaded.expert_sites)
-    sel, presence = [], []
+    sel, presence, home = [], [], []
     for j, rid in enumerate(feats.ids):
         site, _label, split = info[rid]
         mask = np.ones(len(experts), dtype=bool)
@@ -111,10 +112,18 @@ def _head_training_rows(
             continue
         sel.append(j)
         presence.append(mask)
+        home.append([e == site for e in experts])
     sub = feats.subset(np.array(sel, dtype=np.int64))
     labels = np.array([loaded.classes.index(info[rid][1]) for rid in sub.ids])
     sites = np.array([info[rid][0] for rid in sub.ids])
-    return sub, labels, sites, np.array(presence, dtype=bool).reshape(len(sel), len(experts))
+    shape = (len(sel), len(experts))
+    return (
+        sub,
+        labels,
+        sites,
+        np.array(presence, dtype=bool).reshape(shape),
+        np.array(home, dtype=bool).reshape(shape),
+    )
 
 
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def loso_predictions(
     that site's rows; its test images normalized by the unseen-site policy over the *other* sites'
     normalizers; compared with each remaining local expert and their output average.
     """
-    feats, y, fsites, base_presence = _head_training_rows(loaded)
+    feats, y, fsites, base_presence, base_home = _head_training_rows(loaded)
     paths = [r.path for r in manifest.records]
     images = load_image_stack(paths, loaded.spatial_size, loaded.channels)
     site_of = np.array([r.site for r in manifest.records])
@@ -177,6 +186,7 @@ def loso_predictions(
             num_classes=len(loaded.classes),
             seed=loaded.cfg.seed,
             presence=presence[usable],
+            home=base_home[keep][usable],
             expert_dropout=loaded.cfg.fusion.expert_dropout,
         )
         bank = loaded.bank.without(site)

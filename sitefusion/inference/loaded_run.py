@@ -23,6 +23,7 @@ from sitefusion.experts import SiteExpert
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import ExpertFeatures
+from sitefusion.training.finetune import load_expert_states
 from sitefusion.training.fusion_head import FusionClassifier
 from sitefusion.training.run import FUSION_METHOD_NAMES, build_expert
 from sitefusion.training.stacking import StackingModel
@@ -47,6 +48,9 @@ class RunPredictions:
     norm_policy: list[str] = field(default_factory=list)
     features: ExpertFeatures | None = None
     random_features: ExpertFeatures | None = None
+    home: np.ndarray | None = None  # [N, E] the expert of each image's own site
+    # Features of a fusion's own fine-tuned expert copies, where it has them (method -> cache).
+    method_features: dict[str, ExpertFeatures] = field(default_factory=dict)
 
 
 class LoadedRun:
@@ -96,9 +100,19 @@ class LoadedRun:
             else None
         )
         self.fusions: dict[str, FusionClassifier] = {}
+        # Fusions trained end to end carry their own fine-tuned copies of the experts.
+        self.fusion_experts: dict[str, list[SiteExpert]] = {}
         for name in [*FUSION_METHOD_NAMES.values(), "random_features"]:
             if self.run.has(f"fusion/{name}.safetensors"):
                 self.fusions[name] = self.load_fusion(name)
+            if self.run.has(f"fusion/{name}.experts.safetensors"):
+                copies = [build_expert(self.cfg, k) for _ in self.expert_sites]
+                load_expert_states(
+                    self.run.read_tensors(f"fusion/{name}.experts.safetensors"),
+                    copies,
+                    self.expert_sites,
+                )
+                self.fusion_experts[name] = [c.eval() for c in copies]
 
     def _network(self, rel: str, num_classes: int) -> SiteExpert:
         net = build_expert(self.cfg, num_classes)
@@ -119,6 +133,7 @@ class LoadedRun:
             meta["feature_dim"],
             meta["num_classes"],
             use_local_logits=meta["use_local_logits"],
+            use_home_flag=meta.get("use_home_flag", False),
             hidden=meta["hidden"],
             dropout=meta["dropout"],
         )
@@ -175,6 +190,11 @@ class LoadedRun:
         rlogits = np.zeros((n, e, k), np.float32)
         pooled_logits = np.zeros((n, k), np.float32)
         wa_logits = np.zeros((n, k), np.float32)
+        tuned = {
+            name: (np.zeros((n, e, d), np.float32), np.zeros((n, e, k), np.float32))
+            for name in self.fusion_experts
+            if name in self.fusions
+        }
         out = RunPredictions()
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
@@ -186,11 +206,17 @@ class LoadedRun:
                 z = expert.embed(xb)
                 feats[start:stop, j] = z.numpy()
                 logits[start:stop, j] = expert.head(z).numpy()
-            # Every expert starts from the same weights, so the untrained features are the same
-            # for each expert: compute them once.
-            z0 = self.initial.embed(xb)
-            rfeats[start:stop] = z0.numpy()[:, None, :]
-            rlogits[start:stop] = self.initial.head(z0).numpy()[:, None, :]
+            for name, (tf, tl) in tuned.items():
+                for j, expert in enumerate(self.fusion_experts[name]):
+                    z = expert.embed(xb)
+                    tf[start:stop, j] = z.numpy()
+                    tl[start:stop, j] = expert.head(z).numpy()
+            if "random_features" in self.fusions and "random_features" not in tuned:
+                # Every expert starts from the same weights, so the untrained features are the
+                # same for each expert: compute them once.
+                z0 = self.initial.embed(xb)
+                rfeats[start:stop] = z0.numpy()[:, None, :]
+                rlogits[start:stop] = self.initial.head(z0).numpy()[:, None, :]
             if self.weight_average is not None:
                 wa_logits[start:stop] = self.weight_average(xb).numpy()
             if self.pooled is not None:
@@ -203,7 +229,17 @@ class LoadedRun:
         ids = tuple(str(i) for i in range(n))
         out.features = ExpertFeatures(ids, feats, logits)
         out.random_features = ExpertFeatures(ids, rfeats, rlogits)
-        self.predict_heads(out, out.features, out.random_features)
+        out.home = self.home_mask(sites, out.norm_policy)
+        out.method_features = {
+            name: ExpertFeatures(ids, tf, tl) for name, (tf, tl) in tuned.items()
+        }
+        self.predict_heads(
+            out,
+            out.features,
+            out.random_features,
+            home=out.home,
+            method_features=out.method_features,
+        )
         local = softmax(logits)
         for j, s in enumerate(self.expert_sites):
             out.probs[f"local:{s}"] = local[:, j]
@@ -213,6 +249,15 @@ class LoadedRun:
             out.probs["weight_average"] = softmax(wa_logits)
         return out
 
+    def home_mask(self, sites: Sequence[str | None], policies: Sequence[str]) -> np.ndarray:
+        """``[N, E]``: True at the expert of each image's own site (a site the run knows and
+        whose own normalizer was used); all False for images of unseen sites."""
+        home = np.zeros((len(sites), len(self.expert_sites)), dtype=bool)
+        for i, (site, policy) in enumerate(zip(sites, policies, strict=True)):
+            if site in self.expert_sites and policy == "known":
+                home[i, self.expert_sites.index(site)] = True
+        return home
+
     @torch.inference_mode()
     def predict_heads(
         self,
@@ -221,23 +266,36 @@ class LoadedRun:
         random_feats: ExpertFeatures | None,
         mask: np.ndarray | None = None,
         fusions: dict[str, FusionClassifier] | None = None,
+        home: np.ndarray | None = None,
+        method_features: dict[str, ExpertFeatures] | None = None,
     ) -> None:
-        """Fill ``out`` with the feature-based methods (fusions, stacking, output averaging)."""
+        """Fill ``out`` with the feature-based methods (fusions, stacking, output averaging).
+
+        ``mask [N, E]``: experts present (default all); ``home [N, E]``: own-site expert flags;
+        ``method_features``: features of a fusion's own fine-tuned experts, used by that fusion
+        instead of ``feats`` (or ``random_feats`` for the control).
+        """
+        method_features = method_features or {}
         fusions = self.fusions if fusions is None else fusions
         f = torch.from_numpy(feats.features)
         lg = torch.from_numpy(feats.logits)
         m = torch.from_numpy(mask) if mask is not None else None
+        h = torch.from_numpy(home) if home is not None else None
         for name, head in fusions.items():
-            if name == "random_features":
+            if name in method_features:
+                own = method_features[name]
+                res = head(torch.from_numpy(own.features), torch.from_numpy(own.logits), m, h)
+            elif name == "random_features":
                 if random_feats is None:
                     continue
                 res = head(
                     torch.from_numpy(random_feats.features),
                     torch.from_numpy(random_feats.logits),
                     m,
+                    h,
                 )
             else:
-                res = head(f, lg, m)
+                res = head(f, lg, m, h)
             out.probs[name] = softmax(res.logits.numpy())
             out.attention[name] = res.weights.numpy()
         local = softmax(feats.logits)

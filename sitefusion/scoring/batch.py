@@ -497,6 +497,11 @@ class _Context:
             one,
             ExpertFeatures((str(i),), feats.features[i : i + 1], feats.logits[i : i + 1]),
             None,
+            home=preds.home[i : i + 1] if preds.home is not None else None,
+            method_features={
+                name: ExpertFeatures((str(i),), own.features[i : i + 1], own.logits[i : i + 1])
+                for name, own in preds.method_features.items()
+            },
         )
         probs = np.asarray(one.probs[self.method][0], dtype=np.float64)
         weights = np.asarray(one.attention[self.method][0], dtype=np.float64)
@@ -536,8 +541,10 @@ class _Context:
         from sitefusion.scoring.explain import GradCamExplainer
 
         if self._explainer is None:
+            # The fusion's own (fine-tuned) expert copies where it has them: those are the
+            # networks whose weights the fusion relied on.
             self._explainer = GradCamExplainer(
-                self.run.experts,
+                self.run.fusion_experts.get(self.method, self.run.experts),
                 self.run.expert_sites,
                 self.run.classes,
                 (self.run.channels, *self.run.spatial_size),

@@ -19,17 +19,9 @@ from torch import nn
 
 from sitefusion.config import FusionConfig
 from sitefusion.fusion import FusionOutput, make_fusion
+from sitefusion.training.loop import class_weights
 
-__all__ = ["FusionClassifier", "balanced_class_weights", "fit_fusion"]
-
-
-def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """``n / (K * count_k)`` for present classes, 0 for absent ones (as scikit-learn's 'balanced')."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    w = np.zeros(num_classes)
-    present = counts > 0
-    w[present] = counts.sum() / (present.sum() * counts[present])
-    return torch.tensor(w, dtype=torch.float32)
+__all__ = ["FusionClassifier", "expert_dropout_mask", "fit_fusion"]
 
 
 class FusionClassifier(nn.Module):
@@ -47,12 +39,14 @@ class FusionClassifier(nn.Module):
         num_classes: int,
         *,
         use_local_logits: bool = True,
+        use_home_flag: bool = False,
         hidden: int = 64,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.mode = mode
         self.use_local_logits = use_local_logits
+        self.use_home_flag = use_home_flag
         in_dim = feature_dim + (num_classes if use_local_logits else 0)
         self.mean: torch.Tensor
         self.std: torch.Tensor
@@ -61,7 +55,7 @@ class FusionClassifier(nn.Module):
         self.fusion = make_fusion(
             mode,
             num_experts=num_experts,
-            feature_dim=in_dim,
+            feature_dim=in_dim + (1 if use_home_flag else 0),
             num_classes=num_classes,
             hidden=hidden,
             dropout=dropout,
@@ -72,6 +66,7 @@ class FusionClassifier(nn.Module):
             "feature_dim": feature_dim,
             "num_classes": num_classes,
             "use_local_logits": use_local_logits,
+            "use_home_flag": use_home_flag,
             "hidden": hidden,
             "dropout": dropout,
         }
@@ -89,13 +84,26 @@ class FusionClassifier(nn.Module):
         self.std.copy_(x.std(0).clamp_min(1e-4))
 
     def forward(
-        self, features: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        home: torch.Tensor | None = None,
     ) -> FusionOutput:
+        """Fuse ``[B, E, D]`` features and ``[B, E, K]`` local logits.
+
+        ``mask [B, E]``: experts present; ``home [B, E]``: the expert of the image's own site
+        (all ``False`` for an image from a site without an expert). The home flag lets the
+        attention learn how far to trust an expert on its own site versus elsewhere.
+        """
         x = (self.prepare(features, logits) - self.mean) / self.std
+        if self.use_home_flag:
+            flag = home if home is not None else torch.zeros(x.shape[:2], dtype=torch.bool)
+            x = torch.cat([x, flag.to(x.dtype).unsqueeze(-1)], dim=-1)
         return self.fusion(x, mask)
 
 
-def _expert_dropout(n: int, e: int, p: float, gen: torch.Generator) -> torch.Tensor:
+def expert_dropout_mask(n: int, e: int, p: float, gen: torch.Generator) -> torch.Tensor:
     """A presence mask ``[n, e]`` with each expert dropped with probability ``p``, never all."""
     mask = torch.rand(n, e, generator=gen) >= p
     empty = ~mask.any(1)
@@ -115,6 +123,7 @@ def fit_fusion(
     num_classes: int,
     seed: int,
     presence: np.ndarray | None = None,
+    home: np.ndarray | None = None,
     expert_dropout: float = 0.2,
     batch_size: int = 256,
 ) -> tuple[FusionClassifier, list[float]]:
@@ -134,6 +143,7 @@ def fit_fusion(
         d,
         num_classes,
         use_local_logits=cfg.use_local_logits,
+        use_home_flag=cfg.use_home_flag,
         hidden=cfg.hidden,
         dropout=cfg.dropout,
     )
@@ -145,9 +155,16 @@ def fit_fusion(
         if presence is not None
         else torch.ones(n, e, dtype=torch.bool)
     )
+    home_t = (
+        torch.from_numpy(home.astype(bool))
+        if home is not None
+        else torch.zeros(n, e, dtype=torch.bool)
+    )
     with torch.no_grad():
         model.set_statistics(f, lg)
-    loss_fn = nn.CrossEntropyLoss(weight=balanced_class_weights(labels, num_classes))
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     curve: list[float] = []
@@ -159,10 +176,10 @@ def fit_fusion(
             idx = order[i : i + batch_size]
             mask = base_mask[idx]
             if expert_dropout > 0 and e > 1:
-                drop = _expert_dropout(len(idx), e, expert_dropout, gen)
+                drop = expert_dropout_mask(len(idx), e, expert_dropout, gen)
                 both = mask & drop
                 mask = torch.where(both.any(1, keepdim=True), both, mask)
-            out = model(f[idx], lg[idx], mask)
+            out = model(f[idx], lg[idx], mask, home_t[idx])
             loss = loss_fn(out.logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

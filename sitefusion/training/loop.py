@@ -54,16 +54,18 @@ class FitResult:
     resumed_from: int | None
 
 
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency class weights ``[C]`` normalised to mean 1 over present classes.
+def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> torch.Tensor:
+    """Inverse-frequency class weights ``(n / count_k) ** power``, mean 1 over present classes.
 
-    The square root of the inverse frequency is used: full inverse weighting on a site that is
-    94% one class makes the loss dominated by a handful of images and training unstable.
+    ``power=1`` is scikit-learn's "balanced" weighting; the default square root is used because
+    full inverse weighting on data that is 94% one class makes the loss dominated by a handful of
+    images: training turns unstable and the model over-predicts the rare classes at every site.
+    Absent classes get weight 0.
     """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = np.zeros(num_classes)
     present = counts > 0
-    w[present] = np.sqrt(counts[present].sum() / counts[present])
+    w[present] = (counts[present].sum() / counts[present]) ** power
     w[present] /= w[present].mean()
     return torch.tensor(w, dtype=torch.float32)
 

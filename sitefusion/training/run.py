@@ -32,7 +32,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from sitefusion.config import Config, config_to_dict
+from sitefusion.config import Config, config_from_dict, config_to_dict
 from sitefusion.data import (
     Manifest,
     check_leakage,
@@ -47,7 +47,8 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import ExpertFeatures, extract_features
-from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.training.finetune import FusedSystem, expert_states, finetune_fusion
+from sitefusion.training.fusion_head import FusionClassifier, fit_fusion
 from sitefusion.training.loop import EpochReport, epoch_steps, fit_classifier
 from sitefusion.training.progress import make_progress
 from sitefusion.training.stacking import fit_stacking
@@ -148,7 +149,10 @@ def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if run.has("config.yaml"):
-        if run.read_text("config.yaml") != resolved:
+        # Compared as configs, not text: a field added to sitefusion later (with its default)
+        # does not make an existing run directory unusable.
+        stored = config_from_dict(yaml.safe_load(run.read_text("config.yaml")), str(out))
+        if config_to_dict(stored) != config_to_dict(cfg):
             raise ConfigError(
                 f"{out / 'config.yaml'}: this run directory was trained with a different "
                 "configuration; use a new --out or the same config and overrides"
@@ -444,6 +448,7 @@ class HeadRows:
     labels: np.ndarray  # [M]
     groups: np.ndarray  # [M]
     presence: np.ndarray  # [M, E] bool
+    home: np.ndarray  # [M, E] bool: the expert of the image's own site
     n_fusion: int
     n_cross_fit: int
 
@@ -454,11 +459,12 @@ def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
     experts = list(data.manifest.sites)
     pos = {rid: i for i, rid in enumerate(data.ids)}
     group_of = {r.id: r.group for r in data.manifest.records}
-    positions, presence = [], []
+    positions, presence, home = [], [], []
     n_fusion = n_cross = 0
     for j, rid in enumerate(feats.ids):
         split = data.splits[rid]
         mask = np.ones(len(experts), dtype=bool)
+        own = np.array([e == str(data.sites[pos[rid]]) for e in experts])
         if split == "fusion":
             n_fusion += 1
         elif split in ("train", "val") and cfg.fusion.cross_fit:
@@ -468,14 +474,15 @@ def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
             continue
         positions.append(j)
         presence.append(mask)
+        home.append(own)
     sel = np.array(positions, dtype=np.int64)
     pres = np.array(presence, dtype=bool).reshape(len(sel), len(experts))
     # The contract of the design, checked on every run: no expert's feature of an image it
     # trained on reaches the fusion.
     for j, m in zip(sel, pres, strict=True):
         rid = feats.ids[j]
-        own = experts.index(str(data.sites[pos[rid]]))
-        if data.splits[rid] in ("train", "val") and m[own]:
+        own_index = experts.index(str(data.sites[pos[rid]]))
+        if data.splits[rid] in ("train", "val") and m[own_index]:
             raise ArtifactError(
                 f"fusion rows include image {rid} with its own site's expert present"
             )
@@ -487,6 +494,7 @@ def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
         labels=data.labels[[pos[i] for i in ids]],
         groups=np.array([group_of[i] for i in ids]),
         presence=pres,
+        home=np.array(home, dtype=bool).reshape(len(sel), len(experts)),
         n_fusion=n_fusion,
         n_cross_fit=n_cross,
     )
@@ -512,6 +520,7 @@ def _out_of_fold_temperature(
             num_classes=num_classes,
             seed=cfg.seed + 100 + k,
             presence=rows.presence[tr],
+            home=rows.home[tr],
             expert_dropout=cfg.fusion.expert_dropout,
         )
         with torch.inference_mode():
@@ -519,6 +528,7 @@ def _out_of_fold_temperature(
                 torch.from_numpy(np.ascontiguousarray(x[te])),
                 torch.from_numpy(np.ascontiguousarray(xl[te])),
                 torch.from_numpy(rows.presence[te]),
+                torch.from_numpy(rows.home[te]),
             )
         oof[te] = out.logits.numpy()
     return {
@@ -528,18 +538,102 @@ def _out_of_fold_temperature(
     }
 
 
+def calibration_holdout(
+    cfg: Config, rows: HeadRows, data: RunData, feats: ExpertFeatures
+) -> np.ndarray:
+    """``[M]`` bool: rows held out of a fine-tuned fusion's training to fit its temperature.
+
+    A seeded ``fusion.calibration_fraction`` of the fusion split's groups (all experts present).
+    """
+    fusion_rows = np.array([data.splits[feats.ids[j]] == "fusion" for j in rows.positions])
+    groups = sorted(set(rows.groups[fusion_rows].tolist()))
+    rng = np.random.default_rng([cfg.seed, 4242])
+    k = max(1, round(cfg.fusion.calibration_fraction * len(groups)))
+    chosen = set(rng.choice(np.array(groups, dtype=object), size=k, replace=False).tolist())
+    return fusion_rows & np.array([g in chosen for g in rows.groups])
+
+
+def _finetune(
+    cfg: Config,
+    run: RunDir,
+    data: RunData,
+    bank: NormalizerBank,
+    name: str,
+    head: FusionClassifier,
+    experts: list[SiteExpert],
+    rows: HeadRows,
+    train_rows: np.ndarray,
+    calib_rows: np.ndarray,
+    console: Console | None,
+) -> dict[str, Any]:
+    """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature."""
+    pos = {rid: i for i, rid in enumerate(data.ids)}
+    cache_ids = run.read_json("features/trained.ids.json")
+    data_rows = np.array([pos[cache_ids[j]] for j in rows.positions])
+    images = normalize_rows(bank, data, data_rows[train_rows])
+    system = FusedSystem(experts, head)
+    num_classes = len(data.manifest.classes)
+    with make_progress(console) as progress:
+        task = progress.add_task(
+            f"fine-tune {name}", total=cfg.fusion.finetune_epochs * len(images), info=""
+        )
+        curve = finetune_fusion(
+            system,
+            images,
+            rows.labels[train_rows],
+            rows.presence[train_rows],
+            rows.home[train_rows],
+            cfg=cfg.fusion,
+            num_classes=num_classes,
+            seed=cfg.seed,
+            batch_size=cfg.training.batch_size,
+            on_epoch=lambda ep, loss: progress.update(
+                task, info=f"epoch {ep + 1}/{cfg.fusion.finetune_epochs} loss {loss:.3f}"
+            ),
+            on_batch=lambda k: progress.advance(task, k),
+        )
+    run.write_tensors(
+        f"fusion/{name}.experts.safetensors", expert_states(experts, data.manifest.sites)
+    )
+    meta: dict[str, Any] = {"epochs": cfg.fusion.finetune_epochs, "loss_curve": curve}
+    if calib_rows.any():
+        from sitefusion.evaluation.calibration import fit_temperature
+
+        x_cal = normalize_rows(bank, data, data_rows[calib_rows])
+        with torch.inference_mode():
+            logits = system(
+                torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows])
+            ).logits.numpy()
+        meta["calibration"] = {
+            "temperature": float(fit_temperature(logits, rows.labels[calib_rows])),
+            "fitted_on": f"{int(calib_rows.sum())} held-out fusion-split images "
+            f"({cfg.fusion.calibration_fraction:.0%} of its groups)",
+            "n": int(calib_rows.sum()),
+        }
+    return meta
+
+
 def train_heads(
     cfg: Config,
     run: RunDir,
     data: RunData,
+    bank: NormalizerBank,
     feats: ExpertFeatures,
     random_feats: ExpertFeatures | None,
     console: Console | None = None,
 ) -> None:
-    """Stage 7: fusion heads, their temperature, stacking, and the random-feature control."""
+    """Stage 7: fusion heads (fine-tuned end to end if configured), their temperature, stacking,
+    and the random-feature control."""
     num_classes = len(data.manifest.classes)
     rows = head_rows(cfg, data, feats)
+    finetune = cfg.fusion.finetune_epochs > 0
+    calib = (
+        calibration_holdout(cfg, rows, data, feats)
+        if finetune
+        else np.zeros(len(rows.labels), bool)
+    )
     f, lg = feats.features[rows.positions], feats.logits[rows.positions]
+    product = FUSION_METHOD_NAMES[cfg.fusion.modes[0]]
     jobs: list[tuple[str, str, np.ndarray, np.ndarray]] = [
         (FUSION_METHOD_NAMES[mode], mode, f, lg) for mode in cfg.fusion.modes
     ]
@@ -559,15 +653,18 @@ def train_heads(
         if run.has(rel):
             continue
         t0 = time.perf_counter()
+        tuned = finetune and name in (product, "random_features")
+        keep = ~calib if tuned else np.ones(len(rows.labels), bool)
         model, curve = fit_fusion(
             mode,
-            x,
-            xl,
-            rows.labels,
+            x[keep],
+            xl[keep],
+            rows.labels[keep],
             cfg=cfg.fusion,
             num_classes=num_classes,
             seed=cfg.seed,
-            presence=rows.presence,
+            presence=rows.presence[keep],
+            home=rows.home[keep],
             expert_dropout=cfg.fusion.expert_dropout,
         )
         meta: dict[str, Any] = {
@@ -575,14 +672,30 @@ def train_heads(
             "loss_curve": curve,
             "n_fusion": rows.n_fusion,
             "n_cross_fit": rows.n_cross_fit,
-            "seconds": time.perf_counter() - t0,
         }
-        if name == "fusion":
+        if tuned:
+            state_rel = "experts/init.safetensors" if name == "random_features" else None
+            experts = []
+            for site in data.manifest.sites:
+                expert = build_expert(cfg, num_classes)
+                expert.load_state_dict(run.read_tensors(state_rel or f"experts/{site}.safetensors"))
+                experts.append(expert)
+            meta["finetune"] = _finetune(
+                cfg, run, data, bank, name, model, experts, rows, keep, calib, console
+            )
+            if "calibration" in meta["finetune"]:
+                meta["calibration"] = meta["finetune"].pop("calibration")
+        elif name == product:
             meta["calibration"] = _out_of_fold_temperature(cfg, mode, x, xl, rows, num_classes)
-        run.write_tensors(rel, model.state_dict())
+        meta["seconds"] = time.perf_counter() - t0
+        # The head last: its presence marks the method as finished (resume skips it).
         run.write_json(f"fusion/{name}.json", meta)
+        run.write_tensors(rel, model.state_dict())
         extra = f" + {rows.n_cross_fit} cross-fitted" if rows.n_cross_fit else ""
-        _log(console, f"fusion head {name} ({mode}): {rows.n_fusion} fusion-split images{extra}")
+        how = f", experts fine-tuned {cfg.fusion.finetune_epochs} epochs" if tuned else ""
+        _log(
+            console, f"fusion head {name} ({mode}): {rows.n_fusion} fusion-split images{extra}{how}"
+        )
     if cfg.baselines.stacking and not run.has("baselines/stacking.json"):
         only = rows.presence.all(1)  # stacking cannot mask experts: fusion split only
         run.write_json(
@@ -659,7 +772,7 @@ def train_run(
     timings["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_heads(cfg, run, data, feats, random_feats, console)
+    train_heads(cfg, run, data, bank, feats, random_feats, console)
     if cfg.baselines.weight_average:
         build_weight_average(cfg, run, data)
     timings["fusion_and_baselines"] = time.perf_counter() - t

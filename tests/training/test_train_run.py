@@ -212,3 +212,37 @@ def test_3d_run(synthetic_3d: Path, tmp_path: Path, tiny_config: Tiny) -> None:
     x = np.zeros((2, 1, 16, 16, 16), np.float32)
     preds = loaded.predict(x, [None, None])
     assert preds.probs["fusion"].shape == (2, 2)
+
+
+def test_finetuned_fusion_keeps_site_experts_and_predicts(
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny
+) -> None:
+    """End-to-end fine-tuning: the fusion gets its own expert copies; the site experts (and the
+    local baselines) stay exactly as trained; a held-out calibration set gives the temperature."""
+    cfg = tiny_config(
+        synthetic_2d,
+        fusion={"epochs": 10, "hidden": 8, "cross_fit": True, "finetune_epochs": 1},
+    )
+    out = tmp_path / "ft"
+    train_run(cfg, out)
+    run = RunDir(out)
+    meta = run.read_json("fusion/fusion.json")
+    assert meta["finetune"]["epochs"] == 1 and len(meta["finetune"]["loss_curve"]) == 1
+    assert meta["calibration"]["temperature"] > 0 and meta["calibration"]["n"] > 0
+    assert run.has("fusion/random_features.experts.safetensors")
+    assert not run.has("fusion/fusion_concat.experts.safetensors")
+
+    tuned = run.read_tensors("fusion/fusion.experts.safetensors")
+    original = run.read_tensors("experts/site_a.safetensors")
+    changed = [k for k, v in original.items() if not torch.equal(tuned[f"site_a.{k}"], v)]
+    assert changed, "fine-tuning left the fusion's expert copy unchanged"
+
+    loaded = LoadedRun(out)
+    assert set(loaded.fusion_experts) == {"fusion", "random_features"}
+    x = np.random.default_rng(1).normal(size=(3, 1, 24, 24)).astype(np.float32)
+    preds = loaded.predict(x, ["site_a", "site_b", None])
+    assert set(preds.method_features) == {"fusion", "random_features"}
+    assert np.allclose(preds.probs["fusion"].sum(1), 1, atol=1e-5)
+    # The local expert is the untouched site expert, not the fusion's fine-tuned copy.
+    assert preds.features is not None
+    assert not np.allclose(preds.method_features["fusion"].features, preds.features.features)

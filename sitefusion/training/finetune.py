@@ -1,0 +1,140 @@
+"""End-to-end fine-tuning of the fusion: copies of the experts trained together with the head.
+
+The frozen-feature fusion can only re-weight what each expert learned on its own site. Here each
+expert's copy is trained further *through the fusion*, on the fusion's training rows and with
+the same presence masks: an image of site ``s`` that expert ``s`` trained on still reaches the
+fusion with expert ``s`` masked, so no expert ever receives a gradient from its own training
+images. The site experts themselves (``experts/<site>``, the ``local:<site>`` baselines) are
+left unchanged; the fine-tuned copies belong to the fusion method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sitefusion.config import FusionConfig
+from sitefusion.experts import SiteExpert
+from sitefusion.fusion import FusionOutput
+from sitefusion.training.augment import BatchAugmenter
+from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
+from sitefusion.training.loop import class_weights
+
+__all__ = ["FusedSystem", "expert_states", "finetune_fusion", "load_expert_states"]
+
+
+class FusedSystem(nn.Module):
+    """Experts and fusion head as one network: images ``[B, C, *S]`` -> :class:`FusionOutput`."""
+
+    def __init__(self, experts: Sequence[SiteExpert], head: FusionClassifier) -> None:
+        super().__init__()
+        if not experts:
+            raise ValueError("FusedSystem needs at least one expert")
+        self.experts = nn.ModuleList(experts)
+        self.head = head
+
+    def expert_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, E, D]`` and local logits ``[B, E, K]`` of every expert."""
+        experts: list[SiteExpert] = list(self.experts)  # type: ignore[arg-type]
+        zs = [e.embed(x) for e in experts]
+        logits = [e.head(z) for e, z in zip(experts, zs, strict=True)]
+        return torch.stack(zs, 1), torch.stack(logits, 1)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, home: torch.Tensor | None = None
+    ) -> FusionOutput:
+        features, logits = self.expert_outputs(x)
+        out: FusionOutput = self.head(features, logits, mask, home)
+        return out
+
+
+def expert_states(experts: Sequence[SiteExpert], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One flat state dict ``{"<name>.<param>": tensor}`` for a safetensors file."""
+    return {
+        f"{name}.{k}": v
+        for name, e in zip(names, experts, strict=True)
+        for k, v in e.state_dict().items()
+    }
+
+
+def load_expert_states(
+    tensors: dict[str, torch.Tensor], experts: Sequence[SiteExpert], names: Sequence[str]
+) -> None:
+    """Load :func:`expert_states` output back into ``experts`` (in place)."""
+    for name, e in zip(names, experts, strict=True):
+        prefix = f"{name}."
+        e.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def finetune_fusion(
+    system: FusedSystem,
+    images: np.ndarray,
+    labels: np.ndarray,
+    presence: np.ndarray,
+    home: np.ndarray,
+    *,
+    cfg: FusionConfig,
+    num_classes: int,
+    seed: int,
+    batch_size: int = 64,
+    on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[float]:
+    """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
+
+    ``presence [M, E]`` and ``home [M, E]`` are the rows' expert masks and own-site flags (from
+    :func:`sitefusion.training.run.head_rows`). Experts learn at ``cfg.finetune_lr``, the head at
+    ``cfg.lr``, both on a cosine schedule, with the experts' augmentation and expert dropout.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    e = presence.shape[1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": system.experts.parameters(), "lr": cfg.finetune_lr, "base": cfg.finetune_lr},
+            {"params": system.head.parameters(), "lr": cfg.lr, "base": cfg.lr},
+        ],
+        weight_decay=1e-4,
+    )
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
+    )
+    augment = BatchAugmenter(images.ndim - 2, seed)
+    n = len(labels)
+    steps = max(1, math.ceil(n / batch_size))
+    total_steps = steps * cfg.finetune_epochs
+    curve: list[float] = []
+    step = 0
+    for epoch in range(cfg.finetune_epochs):
+        system.train()
+        augment.reseed(seed * 7919 + epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        total, seen = 0.0, 0
+        for i in range(0, n, batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            if len(idx) < 2:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            step += 1
+            base = torch.from_numpy(presence[idx])
+            mask = base & expert_dropout_mask(len(idx), e, cfg.expert_dropout, gen)
+            mask = torch.where(mask.any(1, keepdim=True), mask, base)
+            out = system(torch.from_numpy(augment(images[idx])), mask, torch.from_numpy(home[idx]))
+            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.item()) * len(idx)
+            seen += len(idx)
+            if on_batch is not None:
+                on_batch(len(idx))
+        curve.append(total / max(1, seen))
+        if on_epoch is not None:
+            on_epoch(epoch, curve[-1])
+    system.eval()
+    return curve
