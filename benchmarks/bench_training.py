@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--fusion-epochs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-augment", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -57,7 +58,7 @@ def main() -> None:
     recompute = t_fusion + t_extract * args.fusion_epochs
 
     # 2. training loop vs bare loop
-    cfg = TrainingConfig(epochs=args.epochs, batch_size=64, patience=100)
+    cfg = TrainingConfig(epochs=args.epochs, batch_size=64, patience=100, augment=not args.no_augment)
     model = SiteExpert("compact", 2, args.channels, 64, 7)
     n_val = args.n // 8
     with tempfile.TemporaryDirectory() as tmp:

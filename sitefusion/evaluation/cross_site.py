@@ -27,6 +27,17 @@ from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
 from sitefusion.training.run import resolve_data
 
+
+def _as_probabilities(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """float64 rows renormalised to sum to 1 (float32 softmax rows are off by ~1e-7, which
+    scikit-learn's probability checks warn about)."""
+    out = {}
+    for name, p in probs.items():
+        q = np.asarray(p, dtype=np.float64)
+        out[name] = q / q.sum(axis=1, keepdims=True)
+    return out
+
+
 __all__ = [
     "evaluate_run",
     "internal_test_manifest",
@@ -75,7 +86,7 @@ def predict_manifest(
         labels=np.array([manifest.label_index(r) for r in manifest.records]),
         site=np.array([r.site for r in manifest.records]),
         group=np.array([r.group for r in manifest.records]),
-        probs=preds.probs,
+        probs=_as_probabilities(preds.probs),
         attention=preds.attention,
     )
     return pset, preds
@@ -209,7 +220,7 @@ def loso_predictions(
             labels=np.array([manifest.label_index(manifest.records[i]) for i in test_rows]),
             site=site_of[test_rows],
             group=np.array([manifest.records[i].group for i in test_rows]),
-            probs=probs,
+            probs=_as_probabilities(probs),
             attention={"fusion": held.attention["fusion"]},
         )
         if console is not None:

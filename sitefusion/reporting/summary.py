@@ -107,7 +107,7 @@ def _random_features(metrics: Mapping[str, Any], ref: str) -> list[str]:
         return []
     text = (
         f"The trained experts contribute {_diff(margin)} mean balanced accuracy over the "
-        f"random-features control (the same fusion head on untrained experts)"
+        f"random-features control (the same fusion, trained from the untrained experts)"
     )
     if v == "better":
         return [text + "; this margin is what training the site experts buys."]
