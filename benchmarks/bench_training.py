@@ -58,7 +58,9 @@ def main() -> None:
     recompute = t_fusion + t_extract * args.fusion_epochs
 
     # 2. training loop vs bare loop
-    cfg = TrainingConfig(epochs=args.epochs, batch_size=64, patience=100, augment=not args.no_augment)
+    cfg = TrainingConfig(
+        epochs=args.epochs, batch_size=64, patience=100, augment=not args.no_augment
+    )
     model = SiteExpert("compact", 2, args.channels, 64, 7)
     n_val = args.n // 8
     with tempfile.TemporaryDirectory() as tmp:
