@@ -25,7 +25,7 @@ from sitefusion.inference import LoadedRun, RunPredictions, softmax
 from sitefusion.training.features import ExpertFeatures
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
-from sitefusion.training.run import resolve_data
+from sitefusion.training.run import RowInfo, resolve_data, select_head_rows
 
 
 def _as_probabilities(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -102,39 +102,16 @@ def _head_training_rows(
     loaded: LoadedRun,
 ) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The cached rows the run's fusion learned from: features, labels, sites, presence and
-    own-site flags ``[M, E]``.
-
-    Fusion-split rows with every expert present and, when the run cross-fitted, the
-    expert-training rows with the image's own site's expert masked out.
-    """
+    own-site flags ``[M, E]`` (the same selection as at training time)."""
     feats = _cached(loaded, "features/trained.safetensors")
-    info: dict[str, tuple[str, str, str]] = {}
+    info: dict[str, RowInfo] = {}
     for line in loaded.run.read_text("splits.csv").splitlines()[1:]:
-        rid, site, _group, label, split = line.split(",")
-        info[rid] = (site, label, split)
-    experts = list(loaded.expert_sites)
-    sel, presence, home = [], [], []
-    for j, rid in enumerate(feats.ids):
-        site, _label, split = info[rid]
-        mask = np.ones(len(experts), dtype=bool)
-        if split in ("train", "val") and loaded.cfg.fusion.cross_fit:
-            mask[experts.index(site)] = False
-        elif split != "fusion":
-            continue
-        sel.append(j)
-        presence.append(mask)
-        home.append([e == site for e in experts])
-    sub = feats.subset(np.array(sel, dtype=np.int64))
-    labels = np.array([loaded.classes.index(info[rid][1]) for rid in sub.ids])
-    sites = np.array([info[rid][0] for rid in sub.ids])
-    shape = (len(sel), len(experts))
-    return (
-        sub,
-        labels,
-        sites,
-        np.array(presence, dtype=bool).reshape(shape),
-        np.array(home, dtype=bool).reshape(shape),
-    )
+        rid, site, group, label, split = line.split(",")
+        info[rid] = RowInfo(site, loaded.classes.index(label), group, split)
+    rows = select_head_rows(feats.ids, info, loaded.expert_sites, loaded.cfg.fusion.cross_fit)
+    sub = feats.subset(rows.positions)
+    sites = np.array([info[rid].site for rid in sub.ids])
+    return sub, rows.labels, sites, rows.presence, rows.home
 
 
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:

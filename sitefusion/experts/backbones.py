@@ -6,7 +6,7 @@ MONAI's terms) is used as the projection to the feature size ``D``. The returned
 MONAI network, so its ``state_dict`` keys are MONAI's own and a checkpoint saved from the same
 MONAI class loads into it.
 
-Weights are never downloaded: ``pretrained=True`` is not accepted; use
+Weights are never downloaded: a ``pretrained`` argument is refused; use
 :func:`sitefusion.experts.load_pretrained` with a local safetensors file instead.
 
 Backbones (``params`` that may override the defaults in brackets):

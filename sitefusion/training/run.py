@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,14 @@ from sitefusion.training.stacking import fit_stacking
 
 __all__ = [
     "FUSION_METHOD_NAMES",
+    "HeadRows",
+    "RowInfo",
     "RunData",
     "build_expert",
+    "head_rows",
     "prepare_run",
     "resolve_data",
+    "select_head_rows",
     "train_expert",
     "train_run",
 ]
@@ -453,51 +457,71 @@ class HeadRows:
     n_cross_fit: int
 
 
-def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
-    """Fusion-split rows (every expert present) and, with ``fusion.cross_fit``, the
-    expert-training rows of every site with that site's own expert masked out."""
-    experts = list(data.manifest.sites)
-    pos = {rid: i for i, rid in enumerate(data.ids)}
-    group_of = {r.id: r.group for r in data.manifest.records}
+@dataclass(frozen=True)
+class RowInfo:
+    """What the fusion needs to know of one image: its site, label index, group and split."""
+
+    site: str
+    label: int
+    group: str
+    split: str
+
+
+def select_head_rows(
+    ids: Sequence[str], info: Mapping[str, RowInfo], experts: Sequence[str], cross_fit: bool
+) -> HeadRows:
+    """The rows of a feature cache (image ``ids`` in cache order) a fusion learns from.
+
+    Fusion-split rows with every expert present and, with ``cross_fit``, the expert-training
+    rows of every site with that site's own expert masked out. Test rows never.
+    """
+    experts = list(experts)
     positions, presence, home = [], [], []
     n_fusion = n_cross = 0
-    for j, rid in enumerate(feats.ids):
-        split = data.splits[rid]
+    for j, rid in enumerate(ids):
+        row = info[rid]
         mask = np.ones(len(experts), dtype=bool)
-        own = np.array([e == str(data.sites[pos[rid]]) for e in experts])
-        if split == "fusion":
+        own = np.array([e == row.site for e in experts])
+        if row.split == "fusion":
             n_fusion += 1
-        elif split in ("train", "val") and cfg.fusion.cross_fit:
-            mask[experts.index(str(data.sites[pos[rid]]))] = False
+        elif row.split in ("train", "val") and cross_fit:
+            mask[own] = False
             n_cross += 1
         else:
             continue
         positions.append(j)
         presence.append(mask)
         home.append(own)
-    sel = np.array(positions, dtype=np.int64)
-    pres = np.array(presence, dtype=bool).reshape(len(sel), len(experts))
-    # The contract of the design, checked on every run: no expert's feature of an image it
-    # trained on reaches the fusion.
-    for j, m in zip(sel, pres, strict=True):
-        rid = feats.ids[j]
-        own_index = experts.index(str(data.sites[pos[rid]]))
-        if data.splits[rid] in ("train", "val") and m[own_index]:
+    shape = (len(positions), len(experts))
+    pres = np.array(presence, dtype=bool).reshape(shape)
+    owns = np.array(home, dtype=bool).reshape(shape)
+    # The contract of the design, checked every time: no expert's feature of an image it
+    # trained on reaches the fusion, and no test image does at all.
+    chosen = [info[ids[j]] for j in positions]
+    for row, m, o in zip(chosen, pres, owns, strict=True):
+        if row.split == "test" or (row.split in ("train", "val") and (m & o).any()):
             raise ArtifactError(
-                f"fusion rows include image {rid} with its own site's expert present"
+                f"fusion rows include a {row.split}-split image of {row.site} with its own "
+                "site's expert present"
             )
-        if data.splits[rid] == "test":
-            raise ArtifactError(f"fusion rows include test image {rid}")
-    ids = [feats.ids[j] for j in sel]
     return HeadRows(
-        positions=sel,
-        labels=data.labels[[pos[i] for i in ids]],
-        groups=np.array([group_of[i] for i in ids]),
+        positions=np.array(positions, dtype=np.int64),
+        labels=np.array([row.label for row in chosen], dtype=np.int64),
+        groups=np.array([row.group for row in chosen]),
         presence=pres,
-        home=np.array(home, dtype=bool).reshape(len(sel), len(experts)),
+        home=owns,
         n_fusion=n_fusion,
         n_cross_fit=n_cross,
     )
+
+
+def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
+    """:func:`select_head_rows` for a run being trained."""
+    info = {
+        r.id: RowInfo(r.site, int(label), r.group, data.splits[r.id])
+        for r, label in zip(data.manifest.records, data.labels, strict=True)
+    }
+    return select_head_rows(feats.ids, info, data.manifest.sites, cfg.fusion.cross_fit)
 
 
 def _out_of_fold_temperature(
