@@ -20,6 +20,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GroupKFold
 
 from sitefusion.config import parse_overrides
+from sitefusion.data import load_split_table
 from sitefusion.evaluation.cross_site import _head_training_rows
 from sitefusion.inference import LoadedRun
 from sitefusion.training.fusion_head import fit_fusion
@@ -35,8 +36,7 @@ def oof_scores(
         feats, y, sites = feats.subset(np.flatnonzero(keep)), y[keep], sites[keep]
         presence, home = presence[keep], home[keep]
     group_of = {
-        line.split(",")[0]: line.split(",")[2]
-        for line in loaded.run.read_text("splits.csv").splitlines()[1:]
+        i: row["group"] for i, row in load_split_table(loaded.run.verify("splits.csv")).items()
     }
     groups = np.array([group_of[i] for i in feats.ids])
     pred = np.zeros(len(y), dtype=np.int64)

@@ -6,10 +6,12 @@ from sitefusion.data.splits import (
     SPLIT_NAMES,
     LeakageError,
     check_leakage,
+    load_split_table,
     load_splits,
     make_splits,
     save_splits,
     split_ids,
+    splits_csv,
 )
 from sitefusion.data.synthetic import generate_synthetic_dataset, make_synthetic_arrays
 
@@ -23,9 +25,11 @@ __all__ = [
     "generate_synthetic_dataset",
     "load_image_stack",
     "load_manifest",
+    "load_split_table",
     "load_splits",
     "make_splits",
     "make_synthetic_arrays",
     "save_splits",
     "split_ids",
+    "splits_csv",
 ]

@@ -27,10 +27,12 @@ __all__ = [
     "SPLIT_NAMES",
     "LeakageError",
     "check_leakage",
+    "load_split_table",
     "load_splits",
     "make_splits",
     "save_splits",
     "split_ids",
+    "splits_csv",
 ]
 
 SPLIT_NAMES = ("train", "val", "fusion", "test")
@@ -153,20 +155,33 @@ def split_ids(assignment: Mapping[str, str], *names: str) -> list[str]:
     return sorted(i for i, s in assignment.items() if s in wanted)
 
 
-def save_splits(path: str | Path, manifest: Manifest, assignment: Mapping[str, str]) -> None:
-    """Write ``id, site, group, label, split`` rows as CSV, atomically."""
+def splits_csv(manifest: Manifest, assignment: Mapping[str, str]) -> str:
+    """The splits table as CSV text: ``id, site, group, label, split``, one row per image."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["id", "site", "group", "label", "split"])
     for r in manifest.records:
         writer.writerow([r.id, r.site, r.group, r.label or "", assignment[r.id]])
-    write_text_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_splits(path: str | Path, manifest: Manifest, assignment: Mapping[str, str]) -> None:
+    """Write :func:`splits_csv` atomically."""
+    write_text_atomic(path, splits_csv(manifest, assignment))
+
+
+def load_split_table(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read a splits CSV into ``{id: {"site", "group", "label", "split"}}``."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            return {
+                row["id"]: {k: row[k] for k in ("site", "group", "label", "split")}
+                for row in csv.DictReader(fh)
+            }
+    except (OSError, KeyError, csv.Error) as err:
+        raise ManifestError(f"{path}: cannot read the splits file ({err})") from err
 
 
 def load_splits(path: str | Path) -> dict[str, str]:
     """Read a splits CSV written by :func:`save_splits` into ``{id: split}``."""
-    try:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            return {row["id"]: row["split"] for row in csv.DictReader(fh)}
-    except (OSError, KeyError) as err:
-        raise ManifestError(f"{path}: cannot read the splits file ({err})") from err
+    return {i: row["split"] for i, row in load_split_table(path).items()}

@@ -16,13 +16,19 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from sitefusion.data import Manifest, load_image_stack, load_manifest, load_splits
+from sitefusion.data import (
+    Manifest,
+    load_image_stack,
+    load_manifest,
+    load_split_table,
+    load_splits,
+)
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
 from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
 from sitefusion.evaluation.predictions import PredictionSet
 from sitefusion.inference import LoadedRun, RunPredictions, softmax
-from sitefusion.training.features import ExpertFeatures
+from sitefusion.training.features import ExpertFeatures, load_feature_cache
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
 from sitefusion.training.run import RowInfo, resolve_data, select_head_rows
@@ -92,22 +98,16 @@ def predict_manifest(
     return pset, preds
 
 
-def _cached(loaded: LoadedRun, rel: str) -> ExpertFeatures:
-    t = loaded.run.read_tensors(rel)
-    ids = loaded.run.read_json(rel.replace(".safetensors", ".ids.json"))
-    return ExpertFeatures(tuple(ids), t["features"].numpy(), t["logits"].numpy())
-
-
 def _head_training_rows(
     loaded: LoadedRun,
 ) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The cached rows the run's fusion learned from: features, labels, sites, presence and
     own-site flags ``[M, E]`` (the same selection as at training time)."""
-    feats = _cached(loaded, "features/trained.safetensors")
-    info: dict[str, RowInfo] = {}
-    for line in loaded.run.read_text("splits.csv").splitlines()[1:]:
-        rid, site, group, label, split = line.split(",")
-        info[rid] = RowInfo(site, loaded.classes.index(label), group, split)
+    feats = load_feature_cache(loaded.run, "features/trained.safetensors")
+    info = {
+        rid: RowInfo(row["site"], loaded.classes.index(row["label"]), row["group"], row["split"])
+        for rid, row in load_split_table(loaded.run.verify("splits.csv")).items()
+    }
     rows = select_head_rows(feats.ids, info, loaded.expert_sites, loaded.cfg.fusion.cross_fit)
     sub = feats.subset(rows.positions)
     sites = np.array([info[rid].site for rid in sub.ids])

@@ -112,18 +112,13 @@ def fusion_split_features(run: Any) -> np.ndarray:
         ArtifactError: the cache or the splits are missing, or no row is in the fusion split.
     """
     from sitefusion.data import load_splits
+    from sitefusion.training.features import load_feature_cache
 
     rundir = run.run
-    tensors = rundir.read_tensors("features/trained.safetensors")
-    ids = rundir.read_json("features/trained.ids.json")
+    cache = load_feature_cache(rundir, "features/trained.safetensors")
     splits = load_splits(rundir.verify("splits.csv"))
-    features = tensors["features"].numpy()
-    if len(ids) != len(features):
-        raise ArtifactError(
-            f"{rundir.root / 'features/trained.ids.json'}: {len(ids)} ids for "
-            f"{len(features)} feature rows"
-        )
-    rows = [i for i, rid in enumerate(ids) if splits.get(str(rid)) == "fusion"]
+    features = cache.features
+    rows = [i for i, rid in enumerate(cache.ids) if splits.get(rid) == "fusion"]
     if not rows:
         raise ArtifactError(
             f"{rundir.root / 'features/trained.safetensors'}: no cached row is in the fusion split"

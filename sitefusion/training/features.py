@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sitefusion.errors import ArtifactError
 from sitefusion.experts import SiteExpert
+from sitefusion.rundir import RunDir
 
-__all__ = ["ExpertFeatures", "extract_features"]
+__all__ = ["ExpertFeatures", "extract_features", "load_feature_cache", "save_feature_cache"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,22 @@ def extract_features(
         np.concatenate(feats) if feats else np.zeros((0, len(experts), d), np.float32),
         np.concatenate(logits) if logits else np.zeros((0, len(experts), k), np.float32),
     )
+
+
+def save_feature_cache(run: RunDir, rel: str, feats: ExpertFeatures) -> None:
+    """Write ``rel`` (safetensors: features, logits) and its ``.ids.json`` sidecar."""
+    run.write_json(rel.replace(".safetensors", ".ids.json"), list(feats.ids))
+    run.write_tensors(rel, feats.to_tensors())
+
+
+def load_feature_cache(run: RunDir, rel: str) -> ExpertFeatures:
+    """Read a cache written by :func:`save_feature_cache` (hash-checked, ids matching rows)."""
+    t = run.read_tensors(rel)
+    ids_rel = rel.replace(".safetensors", ".ids.json")
+    ids = run.read_json(ids_rel)
+    features, logits = t["features"].numpy(), t["logits"].numpy()
+    if not len(ids) == len(features) == len(logits):
+        raise ArtifactError(
+            f"{run.root / ids_rel}: {len(ids)} ids for {len(features)} feature rows"
+        )
+    return ExpertFeatures(tuple(str(i) for i in ids), features, logits)

@@ -10,7 +10,6 @@ and leave-one-site-out needs no special model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -189,8 +188,3 @@ def fit_fusion(
         curve.append(total / n)
     model.eval()
     return model, curve
-
-
-def fusion_state(model: FusionClassifier) -> tuple[dict[str, torch.Tensor], Mapping[str, Any]]:
-    """Weights and constructor arguments of a fitted fusion, for the run directory."""
-    return dict(model.state_dict()), dict(model.config)

@@ -41,12 +41,18 @@ from sitefusion.data import (
     load_manifest,
     load_splits,
     make_splits,
+    splits_csv,
 )
 from sitefusion.errors import ArtifactError, ConfigError, UnknownChoiceError
 from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
-from sitefusion.training.features import ExpertFeatures, extract_features
+from sitefusion.training.features import (
+    ExpertFeatures,
+    extract_features,
+    load_feature_cache,
+    save_feature_cache,
+)
 from sitefusion.training.finetune import FusedSystem, expert_states, finetune_fusion
 from sitefusion.training.fusion_head import FusionClassifier, fit_fusion
 from sitefusion.training.loop import EpochReport, epoch_steps, fit_classifier
@@ -172,9 +178,7 @@ def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple
         check_leakage(manifest, splits)
     else:
         splits = make_splits(manifest, cfg.split)
-        lines = ["id,site,group,label,split"]
-        lines += [f"{r.id},{r.site},{r.group},{r.label},{splits[r.id]}" for r in manifest.records]
-        run.write_text("splits.csv", "\n".join(lines) + "\n")
+        run.write_text("splits.csv", splits_csv(manifest, splits))
     if not run.has("schema.json"):
         run.write_json(
             "schema.json",
@@ -422,9 +426,7 @@ def _features(
 ) -> ExpertFeatures:
     rows = data.rows("train", "val", "fusion", "test")
     if run.has(rel):
-        t = run.read_tensors(rel)
-        ids = run.read_json(rel.replace(".safetensors", ".ids.json"))
-        return ExpertFeatures(tuple(ids), t["features"].numpy(), t["logits"].numpy())
+        return load_feature_cache(run, rel)
     x = normalize_rows(bank, data, rows)
     with make_progress(console) as progress:
         task = progress.add_task(f"features {Path(rel).stem}", total=len(rows), info="")
@@ -435,8 +437,7 @@ def _features(
             device=cfg.training.device,
             on_batch=lambda k: progress.advance(task, k),
         )
-    run.write_json(rel.replace(".safetensors", ".ids.json"), list(feats.ids))
-    run.write_tensors(rel, feats.to_tensors())
+    save_feature_cache(run, rel, feats)
     return feats
 
 
@@ -592,7 +593,7 @@ def _finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature."""
     pos = {rid: i for i, rid in enumerate(data.ids)}
-    cache_ids = run.read_json("features/trained.ids.json")
+    cache_ids = load_feature_cache(run, "features/trained.safetensors").ids
     data_rows = np.array([pos[cache_ids[j]] for j in rows.positions])
     images = normalize_rows(bank, data, data_rows[train_rows])
     system = FusedSystem(experts, head)
