@@ -134,7 +134,8 @@ class FusionConfig:
     control are then trained end to end: copies of the experts are fine-tuned together with the
     head on the same rows and masks (an expert still never sees its own training images). A
     ``calibration_fraction`` of the fusion split's groups is then held out of the fusion's
-    training to fit its temperature.
+    training to fit its temperature. ``finetune_anchor > 0`` adds an L2-SP penalty
+    ``anchor / 2 * ||w - w_start||^2`` that keeps each expert copy near the weights it started from.
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -150,6 +151,7 @@ class FusionConfig:
     expert_dropout: float = 0.2
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
+    finetune_anchor: float = 0.0
     calibration_fraction: float = 0.1
 
 
@@ -356,6 +358,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("finetune_epochs", obj.finetune_epochs, "0 (off) or a positive integer")
         if obj.finetune_lr <= 0:
             raise bad("finetune_lr", obj.finetune_lr, "a positive learning rate")
+        if obj.finetune_anchor < 0:
+            raise bad("finetune_anchor", obj.finetune_anchor, "0 (off) or a positive strength")
         if not 0.0 < obj.calibration_fraction < 0.5:
             raise bad("calibration_fraction", obj.calibration_fraction, "a fraction in (0, 0.5)")
         if not 0.0 <= obj.class_weight_power <= 1.0:

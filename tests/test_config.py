@@ -62,6 +62,12 @@ def test_fractions_must_sum_to_one(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_negative_finetune_anchor_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "fusion:\n  finetune_anchor: -0.1\n")
+    with pytest.raises(ConfigError, match=r"fusion\.finetune_anchor"):
+        load_config(p)
+
+
 def test_overrides_apply_and_are_typed(tmp_path: Path) -> None:
     p = write(tmp_path, "training:\n  epochs: 3\n")
     cfg = load_config(

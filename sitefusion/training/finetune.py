@@ -104,6 +104,9 @@ def finetune_fusion(
         weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
     )
     augment = BatchAugmenter(images.ndim - 2, seed)
+    # L2-SP (Li et al., 2018): pull each expert copy towards the weights it started from, so
+    # fine-tuning adapts a site's expert instead of overwriting what it learned on its site.
+    anchor = [(p, p.detach().clone()) for p in system.experts.parameters() if p.requires_grad]
     n = len(labels)
     steps = max(1, math.ceil(n / batch_size))
     total_steps = steps * cfg.finetune_epochs
@@ -126,6 +129,9 @@ def finetune_fusion(
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
             out = system(torch.from_numpy(augment(images[idx])), mask, torch.from_numpy(home[idx]))
             loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
+            if cfg.finetune_anchor > 0:
+                drift = sum(((p - p0) ** 2).sum() for p, p0 in anchor)
+                loss = loss + 0.5 * cfg.finetune_anchor * drift
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -65,3 +65,41 @@ def test_fit_fusion_respects_presence_and_home(home_flag: bool) -> None:
     assert np.allclose(w.sum(1), 1, atol=1e-5)
     acc = (out.logits.argmax(1).numpy() == y)[40:].mean()
     assert acc > 0.8
+
+
+def _drift_after_finetune(anchor: float) -> float:
+    """Squared distance the experts move during 3 epochs of fine-tuning at ``finetune_anchor``."""
+    from sitefusion.experts import SiteExpert
+    from sitefusion.training.finetune import FusedSystem, finetune_fusion
+    from sitefusion.training.fusion_head import FusionClassifier
+
+    torch.manual_seed(0)
+    experts = [
+        SiteExpert(backbone="compact", spatial_dims=2, in_channels=1, feature_dim=8, num_classes=2)
+        for _ in range(2)
+    ]
+    start = [p.detach().clone() for e in experts for p in e.parameters()]
+    head = FusionClassifier("average_attention", 2, 8, 2, hidden=8)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 48)
+    x = rng.normal(size=(48, 1, 16, 16)).astype(np.float32) + y[:, None, None, None]
+    cfg = FusionConfig(finetune_epochs=3, finetune_lr=1e-2, finetune_anchor=anchor)
+    finetune_fusion(
+        FusedSystem(experts, head),
+        x,
+        y,
+        np.ones((48, 2), bool),
+        np.zeros((48, 2), bool),
+        cfg=cfg,
+        num_classes=2,
+        seed=0,
+        batch_size=16,
+    )
+    end = [p.detach() for e in experts for p in e.parameters()]
+    return float(sum(((a - b) ** 2).sum() for a, b in zip(end, start, strict=True)))
+
+
+def test_finetune_anchor_keeps_experts_closer_to_their_start() -> None:
+    free, anchored = _drift_after_finetune(0.0), _drift_after_finetune(10.0)
+    assert free > 0
+    assert anchored < 0.5 * free

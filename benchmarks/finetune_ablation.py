@@ -1,0 +1,158 @@
+"""How much do the trained site experts contribute once the fusion is fine-tuned end to end?
+
+Refits the product fusion and the ``random_features`` control of a finished run, from its
+cached features and expert weights, under one fine-tuning setting, and prints balanced accuracy on
+
+* a held-out share of the fusion split's groups (``--holdout``, the validation signal used to
+  choose settings; neither system trains on it), and
+* the run's internal test split (reported for context, not for choosing).
+
+Both systems get exactly the same procedure; only their starting experts differ (the trained
+site experts vs. the shared untrained initial weights), so ``fusion - random_features`` is what
+the trained experts contribute under that setting. Nothing is written to the run directory.
+
+Run: ``.venv/bin/python benchmarks/finetune_ablation.py runs/ham --epochs 8 --seed 0``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from sitefusion.inference import LoadedRun
+from sitefusion.training.features import load_feature_cache
+from sitefusion.training.finetune import FusedSystem, finetune_fusion
+from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.training.run import (
+    build_expert,
+    calibration_holdout,
+    head_rows,
+    normalize_rows,
+    prepare_run,
+)
+
+
+def _predict(system: FusedSystem, x: np.ndarray) -> np.ndarray:
+    out = []
+    system.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), 256):
+            out.append(system(torch.from_numpy(x[i : i + 256])).logits.argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def _site_bacc(y: np.ndarray, p: np.ndarray, s: np.ndarray, sites: list[str]) -> list[float]:
+    return [
+        float(balanced_accuracy_score(y[s == k], p[s == k])) if (s == k).any() else float("nan")
+        for k in sites
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (0: head only)")
+    ap.add_argument("--lr", type=float, default=None, help="experts' fine-tuning LR")
+    ap.add_argument("--anchor", type=float, default=0.0, help="L2-SP strength (finetune_anchor)")
+    ap.add_argument("--freeze", default="", help="comma-separated parameter-name prefixes")
+    ap.add_argument("--rows", choices=["all", "fusion"], default="all")
+    ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    loaded = LoadedRun(args.run)
+    run, data = prepare_run(loaded.cfg, loaded.root)
+    fusion_cfg = dataclasses.replace(
+        loaded.cfg.fusion,
+        finetune_epochs=args.epochs,
+        finetune_lr=args.lr or loaded.cfg.fusion.finetune_lr,
+        finetune_anchor=args.anchor,
+        calibration_fraction=args.holdout,
+    )
+    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg)
+    num_classes = len(data.manifest.classes)
+    sites = list(data.manifest.sites)
+    caches = {
+        "fusion": load_feature_cache(run, "features/trained.safetensors"),
+        "random_features": load_feature_cache(run, "features/random.safetensors"),
+    }
+    feats = caches["fusion"]
+    rows = head_rows(cfg, data, feats)
+    hold = calibration_holdout(cfg, rows, data, feats)  # seeded by the run's seed: fixed
+    keep = ~hold
+    if args.rows == "fusion":
+        keep &= np.array([data.splits[feats.ids[j]] == "fusion" for j in rows.positions])
+    pos = {rid: i for i, rid in enumerate(data.ids)}
+    drows = np.array([pos[feats.ids[j]] for j in rows.positions])
+    x_train = normalize_rows(loaded.bank, data, drows[keep])
+    x_hold = normalize_rows(loaded.bank, data, drows[hold])
+    y_hold, s_hold = rows.labels[hold], data.sites[drows[hold]]
+    test = data.rows("test")
+    x_test = normalize_rows(loaded.bank, data, test)
+    y_test, s_test = data.labels[test], data.sites[test]
+
+    setting = (
+        f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} anchor={args.anchor} "
+        f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed}"
+    )
+    print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
+    for name, cache in caches.items():
+        t0 = time.perf_counter()
+        f, lg = cache.features[rows.positions], cache.logits[rows.positions]
+        head, _ = fit_fusion(
+            fusion_cfg.modes[0],
+            f[keep],
+            lg[keep],
+            rows.labels[keep],
+            cfg=fusion_cfg,
+            num_classes=num_classes,
+            seed=args.seed,
+            presence=rows.presence[keep],
+            home=rows.home[keep],
+            expert_dropout=fusion_cfg.expert_dropout,
+        )
+        experts = []
+        for site in sites:
+            expert = build_expert(cfg, num_classes)
+            rel = "experts/init.safetensors" if name != "fusion" else f"experts/{site}.safetensors"
+            expert.load_state_dict(run.read_tensors(rel))
+            for pname, p in expert.named_parameters():
+                if args.freeze and any(pname.startswith(q) for q in args.freeze.split(",")):
+                    p.requires_grad_(False)
+            experts.append(expert)
+        system = FusedSystem(experts, head)
+        if args.epochs > 0:
+            finetune_fusion(
+                system,
+                x_train,
+                rows.labels[keep],
+                rows.presence[keep],
+                rows.home[keep],
+                cfg=fusion_cfg,
+                num_classes=num_classes,
+                seed=args.seed,
+                batch_size=cfg.training.batch_size,
+            )
+        p_hold, p_test = _predict(system, x_hold), _predict(system, x_test)
+        hs, ts = (
+            _site_bacc(y_hold, p_hold, s_hold, sites),
+            _site_bacc(y_test, p_test, s_test, sites),
+        )
+        print(
+            f"  {name:16s} holdout: all {balanced_accuracy_score(y_hold, p_hold):.3f}"
+            f" | test: all {balanced_accuracy_score(y_test, p_test):.3f}"
+            f" mean-over-sites {np.mean(ts):.3f} [{' '.join(f'{v:.3f}' for v in ts)}]"
+            f" | holdout per site [{' '.join(f'{v:.2f}' for v in hs)}]"
+            f" | {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
