@@ -7,6 +7,11 @@ cached features and expert weights, under one fine-tuning setting, and prints ba
   choose settings; neither system trains on it), and
 * the run's internal test split (reported for context, not for choosing).
 
+With ``--soup K`` it fine-tunes K copies from the same start (seeds ``seed .. seed+K-1``) and
+prints each member, their weight average ("soup", as stored averaged and with BatchNorm
+statistics recomputed: what ``fusion.finetune_soup`` keeps) and the mean of their probabilities
+(an ensemble, for comparison).
+
 Both systems get exactly the same procedure; only their starting experts differ (the trained
 site experts vs. the shared untrained initial weights), so ``fusion - random_features`` is what
 the trained experts contribute under that setting. Nothing is written to the run directory.
@@ -17,16 +22,19 @@ Run: ``.venv/bin/python benchmarks/finetune_ablation.py runs/ham --epochs 8 --se
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
+from sitefusion.experts import average_state_dicts
 from sitefusion.inference import LoadedRun
 from sitefusion.training.features import load_feature_cache
-from sitefusion.training.finetune import FusedSystem, finetune_fusion
+from sitefusion.training.finetune import FusedSystem, finetune_fusion, refresh_batchnorm
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.run import (
     build_expert,
@@ -37,7 +45,7 @@ from sitefusion.training.run import (
 )
 
 
-def _predict(system: FusedSystem, x: np.ndarray) -> np.ndarray:
+def _predict(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     out = []
     system.eval()
     with torch.inference_mode():
@@ -63,6 +71,12 @@ def main() -> None:
     ap.add_argument("--rows", choices=["all", "fusion"], default="all")
     ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
     ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
+    ap.add_argument(
+        "--soup",
+        type=int,
+        default=1,
+        help="fine-tune this many copies (seeds seed..seed+K-1, same start) and average weights",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -126,32 +140,88 @@ def main() -> None:
                 if args.freeze and any(pname.startswith(q) for q in args.freeze.split(",")):
                     p.requires_grad_(False)
             experts.append(expert)
-        system = FusedSystem(experts, head)
-        if args.epochs > 0:
-            finetune_fusion(
-                system,
-                x_train,
-                rows.labels[keep],
-                rows.presence[keep],
-                rows.home[keep],
-                cfg=fusion_cfg,
-                num_classes=num_classes,
-                seed=args.seed,
-                batch_size=cfg.training.batch_size,
+        start = FusedSystem(experts, head)
+        members = []
+        for m in range(args.soup):
+            system = copy.deepcopy(start)
+            if args.epochs > 0:
+                finetune_fusion(
+                    system,
+                    x_train,
+                    rows.labels[keep],
+                    rows.presence[keep],
+                    rows.home[keep],
+                    cfg=fusion_cfg,
+                    num_classes=num_classes,
+                    seed=args.seed + m,
+                    batch_size=cfg.training.batch_size,
+                )
+            members.append(system)
+        if args.soup > 1:
+            for m, member in enumerate(members):
+                _report(
+                    f"{name}[{m}]", member, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites
+                )
+            system = copy.deepcopy(start)
+            system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
+            _report(f"{name} soup", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
+            refresh_batchnorm(system, x_train)
+            _report(
+                f"{name} soup+bn", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites
             )
-        p_hold, p_test = _predict(system, x_hold), _predict(system, x_test)
-        hs, ts = (
-            _site_bacc(y_hold, p_hold, s_hold, sites),
-            _site_bacc(y_test, p_test, s_test, sites),
-        )
-        print(
-            f"  {name:16s} holdout: all {balanced_accuracy_score(y_hold, p_hold):.3f}"
-            f" | test: all {balanced_accuracy_score(y_test, p_test):.3f}"
-            f" mean-over-sites {np.mean(ts):.3f} [{' '.join(f'{v:.3f}' for v in ts)}]"
-            f" | holdout per site [{' '.join(f'{v:.2f}' for v in hs)}]"
-            f" | {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
+            _report(
+                f"{name} ensemble",
+                _Ensemble(members),
+                x_hold,
+                y_hold,
+                s_hold,
+                x_test,
+                y_test,
+                s_test,
+                sites,
+                t0,
+            )
+            continue
+        _report(name, system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, t0)
+
+
+class _Ensemble(torch.nn.Module):
+    """Mean of the members' softmax, returned as log-probabilities in ``.logits``."""
+
+    def __init__(self, members: list[FusedSystem]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        probs = torch.stack([m(x).logits.softmax(1) for m in self.members]).mean(0)
+        return SimpleNamespace(logits=probs.log())
+
+
+def _report(
+    name: str,
+    system: torch.nn.Module,
+    x_hold: np.ndarray,
+    y_hold: np.ndarray,
+    s_hold: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    s_test: np.ndarray,
+    sites: list[str],
+    t0: float | None = None,
+) -> None:
+    p_hold, p_test = _predict(system, x_hold), _predict(system, x_test)
+    hs, ts = (
+        _site_bacc(y_hold, p_hold, s_hold, sites),
+        _site_bacc(y_test, p_test, s_test, sites),
+    )
+    print(
+        f"  {name:16s} holdout: all {balanced_accuracy_score(y_hold, p_hold):.3f}"
+        f" | test: all {balanced_accuracy_score(y_test, p_test):.3f}"
+        f" mean-over-sites {np.mean(ts):.3f} [{' '.join(f'{v:.3f}' for v in ts)}]"
+        f" | holdout per site [{' '.join(f'{v:.2f}' for v in hs)}]"
+        + (f" | {time.perf_counter() - t0:.0f} s" if t0 is not None else ""),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ class FusionConfig:
     ``calibration_fraction`` of the fusion split's groups is then held out of the fusion's
     training to fit its temperature. ``finetune_anchor > 0`` adds an L2-SP penalty
     ``anchor / 2 * ||w - w_start||^2`` that keeps each expert copy near the weights it started from.
+    ``finetune_soup > 1`` fine-tunes that many copies from the same start with different seeds and
+    keeps the average of their weights (a model soup).
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -152,6 +154,7 @@ class FusionConfig:
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
     finetune_anchor: float = 0.0
+    finetune_soup: int = 1
     calibration_fraction: float = 0.1
 
 
@@ -358,6 +361,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("finetune_epochs", obj.finetune_epochs, "0 (off) or a positive integer")
         if obj.finetune_lr <= 0:
             raise bad("finetune_lr", obj.finetune_lr, "a positive learning rate")
+        if obj.finetune_soup < 1:
+            raise bad("finetune_soup", obj.finetune_soup, "a positive number of fine-tuned copies")
         if obj.finetune_anchor < 0:
             raise bad("finetune_anchor", obj.finetune_anchor, "0 (off) or a positive strength")
         if not 0.0 < obj.calibration_fraction < 0.5:

@@ -10,6 +10,7 @@ left unchanged; the fine-tuned copies belong to the fusion method.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -18,13 +19,20 @@ import torch
 from torch import nn
 
 from sitefusion.config import FusionConfig
-from sitefusion.experts import SiteExpert
+from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import FusionOutput
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
 from sitefusion.training.loop import class_weights
 
-__all__ = ["FusedSystem", "expert_states", "finetune_fusion", "load_expert_states"]
+__all__ = [
+    "FusedSystem",
+    "expert_states",
+    "finetune_fusion",
+    "finetune_soup",
+    "load_expert_states",
+    "refresh_batchnorm",
+]
 
 
 class FusedSystem(nn.Module):
@@ -144,3 +152,98 @@ def finetune_fusion(
             on_epoch(epoch, curve[-1])
     system.eval()
     return curve
+
+
+@torch.no_grad()
+def refresh_batchnorm(system: FusedSystem, images: np.ndarray, batch_size: int = 64) -> None:
+    """Recompute every BatchNorm's running statistics over ``images`` (no augmentation).
+
+    Averaged weights need this: the running statistics of the members do not describe the
+    activations of their average.
+    """
+    norms = [m for m in system.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = system.training
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+    system.train()
+    for i in range(0, len(images), batch_size):
+        system.expert_outputs(torch.from_numpy(images[i : i + batch_size]))
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    system.train(was_training)
+
+
+def finetune_soup(
+    system: FusedSystem,
+    images: np.ndarray,
+    labels: np.ndarray,
+    presence: np.ndarray,
+    home: np.ndarray,
+    *,
+    cfg: FusionConfig,
+    num_classes: int,
+    seed: int,
+    batch_size: int = 64,
+    on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[float]]:
+    """:func:`finetune_fusion` ``cfg.finetune_soup`` times from the same start, then average.
+
+    Every member starts from the same experts and head and differs only in its seed (data order,
+    augmentation, expert dropout); the result is the mean of their weights, a "model soup"
+    (Wortsman et al., ICML 2022), with BatchNorm statistics recomputed on ``images``. Averaging
+    works when the members stay in one basin of the loss, which fine-tuning from trained experts
+    does; it costs ``finetune_soup`` times the training and nothing at inference. Returns one
+    loss curve per member; ``on_epoch`` counts epochs across members.
+    """
+    k = cfg.finetune_soup
+    if k == 1:
+        return [
+            finetune_fusion(
+                system,
+                images,
+                labels,
+                presence,
+                home,
+                cfg=cfg,
+                num_classes=num_classes,
+                seed=seed,
+                batch_size=batch_size,
+                on_epoch=on_epoch,
+                on_batch=on_batch,
+            )
+        ]
+    start = copy.deepcopy(system.state_dict())
+    states, curves = [], []
+    for member in range(k):
+        system.load_state_dict(start)
+        offset = member * cfg.finetune_epochs
+
+        def member_epoch(epoch: int, loss: float, offset: int = offset) -> None:
+            if on_epoch is not None:
+                on_epoch(offset + epoch, loss)
+
+        curves.append(
+            finetune_fusion(
+                system,
+                images,
+                labels,
+                presence,
+                home,
+                cfg=cfg,
+                num_classes=num_classes,
+                seed=seed + member,
+                batch_size=batch_size,
+                on_epoch=member_epoch,
+                on_batch=on_batch,
+            )
+        )
+        states.append({name: t.detach().clone() for name, t in system.state_dict().items()})
+    system.load_state_dict(average_state_dicts(states))
+    refresh_batchnorm(system, images, batch_size)
+    system.eval()
+    return curves

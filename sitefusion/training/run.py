@@ -53,7 +53,7 @@ from sitefusion.training.features import (
     load_feature_cache,
     save_feature_cache,
 )
-from sitefusion.training.finetune import FusedSystem, expert_states, finetune_fusion
+from sitefusion.training.finetune import FusedSystem, expert_states, finetune_soup
 from sitefusion.training.fusion_head import FusionClassifier, fit_fusion
 from sitefusion.training.loop import EpochReport, epoch_steps, fit_classifier
 from sitefusion.training.progress import make_progress
@@ -598,11 +598,10 @@ def _finetune(
     images = normalize_rows(bank, data, data_rows[train_rows])
     system = FusedSystem(experts, head)
     num_classes = len(data.manifest.classes)
+    epochs = cfg.fusion.finetune_epochs * cfg.fusion.finetune_soup
     with make_progress(console) as progress:
-        task = progress.add_task(
-            f"fine-tune {name}", total=cfg.fusion.finetune_epochs * len(images), info=""
-        )
-        curve = finetune_fusion(
+        task = progress.add_task(f"fine-tune {name}", total=epochs * len(images), info="")
+        curves = finetune_soup(
             system,
             images,
             rows.labels[train_rows],
@@ -613,14 +612,20 @@ def _finetune(
             seed=cfg.seed,
             batch_size=cfg.training.batch_size,
             on_epoch=lambda ep, loss: progress.update(
-                task, info=f"epoch {ep + 1}/{cfg.fusion.finetune_epochs} loss {loss:.3f}"
+                task, info=f"epoch {ep + 1}/{epochs} loss {loss:.3f}"
             ),
             on_batch=lambda k: progress.advance(task, k),
         )
     run.write_tensors(
         f"fusion/{name}.experts.safetensors", expert_states(experts, data.manifest.sites)
     )
-    meta: dict[str, Any] = {"epochs": cfg.fusion.finetune_epochs, "loss_curve": curve}
+    meta: dict[str, Any] = {
+        "epochs": cfg.fusion.finetune_epochs,
+        "soup": cfg.fusion.finetune_soup,
+        "loss_curve": np.mean(curves, axis=0).tolist(),
+    }
+    if len(curves) > 1:
+        meta["member_loss_curves"] = curves
     if calib_rows.any():
         from sitefusion.evaluation.calibration import fit_temperature
 

@@ -103,3 +103,44 @@ def test_finetune_anchor_keeps_experts_closer_to_their_start() -> None:
     free, anchored = _drift_after_finetune(0.0), _drift_after_finetune(10.0)
     assert free > 0
     assert anchored < 0.5 * free
+
+
+def test_soup_is_the_mean_of_its_members_with_fresh_batchnorm_statistics() -> None:
+    """finetune_soup: each member starts from the same weights and differs by seed; the result
+    holds the mean of the members' parameters and BatchNorm statistics of the data, not theirs."""
+    import copy
+
+    from sitefusion.experts import SiteExpert
+    from sitefusion.training.finetune import FusedSystem, finetune_fusion, finetune_soup
+    from sitefusion.training.fusion_head import FusionClassifier
+
+    torch.manual_seed(0)
+    experts = [
+        SiteExpert(backbone="compact", spatial_dims=2, in_channels=1, feature_dim=8, num_classes=2)
+        for _ in range(2)
+    ]
+    system = FusedSystem(experts, FusionClassifier("average_attention", 2, 8, 2, hidden=8))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 32)
+    x = (rng.normal(size=(32, 1, 16, 16)) * 3 + 5 + y[:, None, None, None]).astype(np.float32)
+    args = (x, y, np.ones((32, 2), bool), np.zeros((32, 2), bool))
+    cfg = FusionConfig(finetune_epochs=2, finetune_lr=1e-2, finetune_soup=2)
+
+    members = []
+    for seed in (7, 8):
+        member = copy.deepcopy(system)
+        finetune_fusion(member, *args, cfg=cfg, num_classes=2, seed=seed, batch_size=8)
+        members.append(dict(member.named_parameters()))
+    curves = finetune_soup(system, *args, cfg=cfg, num_classes=2, seed=7, batch_size=8)
+
+    assert len(curves) == 2 and all(len(c) == 2 for c in curves)
+    assert curves[0] != curves[1]  # the members really differ
+    for name, p in system.named_parameters():
+        mean = (members[0][name] + members[1][name]) / 2
+        assert torch.allclose(p, mean, atol=1e-5), name
+    stem = system.experts[0].backbone.bn1  # type: ignore[index]
+    conv = system.experts[0].backbone.conv1  # type: ignore[index]
+    with torch.no_grad():
+        out = conv(torch.from_numpy(x))
+    assert torch.allclose(stem.running_mean, out.mean((0, 2, 3)), atol=1e-4)
+    assert not system.training

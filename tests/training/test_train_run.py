@@ -214,20 +214,30 @@ def test_3d_run(synthetic_3d: Path, tmp_path: Path, tiny_config: Tiny) -> None:
     assert preds.probs["fusion"].shape == (2, 2)
 
 
+@pytest.mark.parametrize("soup", [1, 2])
 def test_finetuned_fusion_keeps_site_experts_and_predicts(
-    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny, soup: int
 ) -> None:
     """End-to-end fine-tuning: the fusion gets its own expert copies; the site experts (and the
-    local baselines) stay exactly as trained; a held-out calibration set gives the temperature."""
+    local baselines) stay exactly as trained; a held-out calibration set gives the temperature.
+    With a soup, the kept copies are the average of ``soup`` fine-tuned members."""
     cfg = tiny_config(
         synthetic_2d,
-        fusion={"epochs": 10, "hidden": 8, "cross_fit": True, "finetune_epochs": 1},
+        fusion={
+            "epochs": 10,
+            "hidden": 8,
+            "cross_fit": True,
+            "finetune_epochs": 1,
+            "finetune_soup": soup,
+        },
     )
     out = tmp_path / "ft"
     train_run(cfg, out)
     run = RunDir(out)
     meta = run.read_json("fusion/fusion.json")
     assert meta["finetune"]["epochs"] == 1 and len(meta["finetune"]["loss_curve"]) == 1
+    assert meta["finetune"]["soup"] == soup
+    assert len(meta["finetune"].get("member_loss_curves", [[0.0]])) == soup
     assert meta["calibration"]["temperature"] > 0 and meta["calibration"]["n"] > 0
     assert run.has("fusion/random_features.experts.safetensors")
     assert not run.has("fusion/fusion_concat.experts.safetensors")
