@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 from sitefusion.reporting.formatting import format_value
 
-__all__ = ["SMALL_SITE", "Verdict", "summary_points", "verdict"]
+__all__ = ["MISSED_CLASS_MIN", "SMALL_SITE", "Verdict", "summary_points", "verdict"]
 
 Verdict = Literal["better", "worse", "noise", "undefined"]
 #: Sites with fewer test images than this get a "wide intervals" warning.
 SMALL_SITE = 50
+#: A class the reference never recognises at a site is called out from this many images on.
+MISSED_CLASS_MIN = 5
 
 
 def _finite(x: Any) -> bool:
@@ -147,6 +149,30 @@ def _calibration(metrics: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _missed_classes(metrics: Mapping[str, Any], ref: str) -> list[str]:
+    """Classes with at least ``MISSED_CLASS_MIN`` images at a site of which ``ref`` finds none."""
+    methods = metrics["methods"]
+    if ref not in methods:
+        return []
+    out = []
+    for site in metrics["sites"]:
+        block = methods[ref]["per_site"][site]
+        n = block.get("n") or 0
+        for cls, sens in (block.get("per_class_sensitivity") or {}).items():
+            count = round((block.get("prevalence") or {}).get(cls, 0.0) * n)
+            if sens != 0 or count < MISSED_CLASS_MIN:
+                continue
+            text = (
+                f"{ref[:1].upper()}{ref[1:]} recognises none of the {count} {cls} images at {site}"
+            )
+            pooled = (methods.get("pooled") or {}).get("per_site", {}).get(site, {})
+            other = (pooled.get("per_class_sensitivity") or {}).get(cls)
+            if _finite(other):
+                text += f" (pooled: {round(other * count)} of {count})"
+            out.append(text + f"; do not rely on {ref} for {cls} there without more data.")
+    return out
+
+
 def _caveats(metrics: Mapping[str, Any]) -> list[str]:
     methods = metrics["methods"]
     first = next(iter(methods.values()))
@@ -177,6 +203,7 @@ def summary_points(metrics: Mapping[str, Any]) -> list[str]:
     points = _headline(metrics, ref)
     points += _versus(metrics, ref, "pooled", "one model trained on all sites pooled")
     points += _random_features(metrics, ref)
+    points += _missed_classes(metrics, ref)
     points += _local_transfer(metrics)
     points += _calibration(metrics)
     points.append(

@@ -65,6 +65,20 @@ def test_small_and_undefined_sites_get_caveats(doc: dict[str, Any]) -> None:
     assert "| n/a |" in render_markdown(broken)
 
 
+def test_a_class_never_recognised_at_a_site_is_called_out(doc: dict[str, Any]) -> None:
+    missed = copy.deepcopy(doc)
+    block = missed["methods"]["fusion"]["per_site"]["A"]
+    cls = max(block["prevalence"], key=block["prevalence"].get)
+    count = round(block["prevalence"][cls] * block["n"])
+    assert count >= 5
+    assert not any("recognises none" in p for p in summary_points(missed))
+    block["per_class_sensitivity"][cls] = 0.0
+    missed["methods"]["pooled"]["per_site"]["A"]["per_class_sensitivity"][cls] = 0.6
+    text = " ".join(summary_points(missed))
+    assert f"Fusion recognises none of the {count} {cls} images at A" in text
+    assert f"(pooled: {round(0.6 * count)} of {count})" in text
+
+
 def test_without_reference_no_comparisons(doc: dict[str, Any]) -> None:
     other = copy.deepcopy(doc)
     other["methods"].pop("fusion")
