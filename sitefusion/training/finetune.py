@@ -201,26 +201,11 @@ def finetune_soup(
     loss curve per member; ``on_epoch`` counts epochs across members.
     """
     k = cfg.finetune_soup
-    if k == 1:
-        return [
-            finetune_fusion(
-                system,
-                images,
-                labels,
-                presence,
-                home,
-                cfg=cfg,
-                num_classes=num_classes,
-                seed=seed,
-                batch_size=batch_size,
-                on_epoch=on_epoch,
-                on_batch=on_batch,
-            )
-        ]
-    start = copy.deepcopy(system.state_dict())
+    start = copy.deepcopy(system.state_dict()) if k > 1 else None
     states, curves = [], []
     for member in range(k):
-        system.load_state_dict(start)
+        if start is not None:
+            system.load_state_dict(start)
         offset = member * cfg.finetune_epochs
 
         def member_epoch(epoch: int, loss: float, offset: int = offset) -> None:
@@ -242,7 +227,10 @@ def finetune_soup(
                 on_batch=on_batch,
             )
         )
-        states.append({name: t.detach().clone() for name, t in system.state_dict().items()})
+        if k > 1:
+            states.append({name: t.detach().clone() for name, t in system.state_dict().items()})
+    if k == 1:
+        return curves
     system.load_state_dict(average_state_dicts(states))
     refresh_batchnorm(system, images, batch_size)
     system.eval()
