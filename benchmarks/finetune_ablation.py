@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--rows", choices=["all", "fusion"], default="all")
     ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
     ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
+    ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
     ap.add_argument(
         "--soup",
         type=int,
@@ -117,6 +118,8 @@ def main() -> None:
     )
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     for name, cache in caches.items():
+        if name not in args.methods.split(","):
+            continue
         t0 = time.perf_counter()
         f, lg = cache.features[rows.positions], cache.logits[rows.positions]
         head, _ = fit_fusion(
