@@ -30,11 +30,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
+from torch.optim.swa_utils import update_bn
 
 from sitefusion.experts import average_state_dicts
 from sitefusion.inference import LoadedRun
 from sitefusion.training.features import load_feature_cache
-from sitefusion.training.finetune import FusedSystem, finetune_fusion, refresh_batchnorm
+from sitefusion.training.finetune import FusedSystem, finetune_fusion
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.run import (
     build_expert,
@@ -168,7 +169,9 @@ def main() -> None:
             system = copy.deepcopy(start)
             system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
             _report(f"{name} soup", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
-            refresh_batchnorm(system, x_train)
+            update_bn(
+                (torch.from_numpy(x_train[i : i + 64]) for i in range(0, len(x_train), 64)), system
+            )
             _report(
                 f"{name} soup+bn", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites
             )

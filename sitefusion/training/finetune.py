@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import FusionConfig
 from sitefusion.experts import SiteExpert, average_state_dicts
@@ -31,7 +32,6 @@ __all__ = [
     "finetune_fusion",
     "finetune_soup",
     "load_expert_states",
-    "refresh_batchnorm",
 ]
 
 
@@ -114,7 +114,11 @@ def finetune_fusion(
     augment = BatchAugmenter(images.ndim - 2, seed)
     # L2-SP (Li et al., 2018): pull each expert copy towards the weights it started from, so
     # fine-tuning adapts a site's expert instead of overwriting what it learned on its site.
-    anchor = [(p, p.detach().clone()) for p in system.experts.parameters() if p.requires_grad]
+    anchor = (
+        [(p, p.detach().clone()) for p in system.experts.parameters() if p.requires_grad]
+        if cfg.finetune_anchor > 0
+        else []
+    )
     n = len(labels)
     steps = max(1, math.ceil(n / batch_size))
     total_steps = steps * cfg.finetune_epochs
@@ -137,7 +141,7 @@ def finetune_fusion(
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
             out = system(torch.from_numpy(augment(images[idx])), mask, torch.from_numpy(home[idx]))
             loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
-            if cfg.finetune_anchor > 0:
+            if anchor:
                 drift = sum(((p - p0) ** 2).sum() for p, p0 in anchor)
                 loss = loss + 0.5 * cfg.finetune_anchor * drift
             optimizer.zero_grad(set_to_none=True)
@@ -152,29 +156,6 @@ def finetune_fusion(
             on_epoch(epoch, curve[-1])
     system.eval()
     return curve
-
-
-@torch.no_grad()
-def refresh_batchnorm(system: FusedSystem, images: np.ndarray, batch_size: int = 64) -> None:
-    """Recompute every BatchNorm's running statistics over ``images`` (no augmentation).
-
-    Averaged weights need this: the running statistics of the members do not describe the
-    activations of their average.
-    """
-    norms = [m for m in system.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    was_training = system.training
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over all batches
-    system.train()
-    for i in range(0, len(images), batch_size):
-        system.expert_outputs(torch.from_numpy(images[i : i + batch_size]))
-    for bn, momentum in zip(norms, momenta, strict=True):
-        bn.momentum = momentum
-    system.train(was_training)
 
 
 def finetune_soup(
@@ -232,6 +213,11 @@ def finetune_soup(
     if k == 1:
         return curves
     system.load_state_dict(average_state_dicts(states))
-    refresh_batchnorm(system, images, batch_size)
+    # The members' running statistics do not describe their average's activations: recompute
+    # them over the (unaugmented) training images with PyTorch's SWA helper.
+    update_bn(
+        (torch.from_numpy(images[i : i + batch_size]) for i in range(0, len(images), batch_size)),
+        system,
+    )
     system.eval()
     return curves
