@@ -72,6 +72,15 @@ def main() -> None:
     ap.add_argument("--rows", choices=["all", "fusion"], default="all")
     ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
     ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
+    ap.add_argument(
+        "--balance", choices=["class", "site_class"], default=None, help="finetune_balance"
+    )
+    ap.add_argument("--power", type=float, default=None, help="fusion class_weight_power")
+    ap.add_argument(
+        "--unmask-home",
+        action="store_true",
+        help="fine-tune with every expert present, its own training images included",
+    )
     ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
     ap.add_argument(
         "--soup",
@@ -90,6 +99,10 @@ def main() -> None:
         finetune_lr=args.lr or loaded.cfg.fusion.finetune_lr,
         finetune_anchor=args.anchor,
         calibration_fraction=args.holdout,
+        finetune_balance=args.balance or loaded.cfg.fusion.finetune_balance,
+        class_weight_power=(
+            loaded.cfg.fusion.class_weight_power if args.power is None else args.power
+        ),
     )
     cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg)
     num_classes = len(data.manifest.classes)
@@ -115,7 +128,9 @@ def main() -> None:
 
     setting = (
         f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} anchor={args.anchor} "
-        f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed}"
+        f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
+        f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
+        f"unmask_home={args.unmask_home}"
     )
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     for name, cache in caches.items():
@@ -153,7 +168,7 @@ def main() -> None:
                     system,
                     x_train,
                     rows.labels[keep],
-                    rows.presence[keep],
+                    np.ones_like(rows.presence[keep]) if args.unmask_home else rows.presence[keep],
                     rows.home[keep],
                     cfg=fusion_cfg,
                     num_classes=num_classes,

@@ -85,7 +85,7 @@ def main() -> None:
     print("| variant | " + " | ".join([*loaded.expert_sites, "mean"]) + " |")
     print("|---" * (len(loaded.expert_sites) + 2) + "|")
     for name, change in variants.items():
-        cfg = dataclasses.replace(base, **change)
+        cfg = dataclasses.replace(base, **change)  # type: ignore[arg-type]  # CLI values
         for cross_fit in sorted({base.cross_fit, cfg.cross_fit}):
             s = oof_scores(loaded, cfg, cfg.modes[0], cross_fit)
             label = f"{name} (cross_fit={cross_fit})"

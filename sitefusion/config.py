@@ -137,7 +137,9 @@ class FusionConfig:
     training to fit its temperature. ``finetune_anchor > 0`` adds an L2-SP penalty
     ``anchor / 2 * ||w - w_start||^2`` that keeps each expert copy near the weights it started from.
     ``finetune_soup > 1`` fine-tunes that many copies from the same start with different seeds and
-    keeps the average of their weights (a model soup).
+    keeps the average of their weights (a model soup). ``finetune_balance: site_class`` weights
+    the fine-tuning loss so that every site counts equally and, within a site, every class
+    (``class_weight_power`` applies); ``class`` balances classes over all sites pooled.
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -155,6 +157,7 @@ class FusionConfig:
     finetune_lr: float = 1e-3
     finetune_anchor: float = 0.0
     finetune_soup: int = 1
+    finetune_balance: Literal["class", "site_class"] = "class"
     calibration_fraction: float = 0.1
 
 

@@ -68,6 +68,12 @@ def test_negative_finetune_anchor_is_refused(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_unknown_finetune_balance_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "fusion:\n  finetune_balance: sites\n")
+    with pytest.raises(ConfigError, match=r"fusion\.finetune_balance.*site_class"):
+        load_config(p)
+
+
 def test_overrides_apply_and_are_typed(tmp_path: Path) -> None:
     p = write(tmp_path, "training:\n  epochs: 3\n")
     cfg = load_config(

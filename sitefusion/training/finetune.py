@@ -24,7 +24,7 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import FusionOutput
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
-from sitefusion.training.loop import class_weights
+from sitefusion.training.loop import class_weights, site_class_weights
 
 __all__ = [
     "FusedSystem",
@@ -108,9 +108,26 @@ def finetune_fusion(
         ],
         weight_decay=1e-4,
     )
-    loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
-    )
+    if cfg.finetune_balance == "site_class":
+        # Each row's site is its own-site flag; a row without one counts as a site of its own.
+        site = np.where(home.any(1), home.argmax(1), -1)
+        row_weight = torch.from_numpy(
+            site_class_weights(labels, site, num_classes, power=cfg.class_weight_power)
+        )
+        per_row = nn.CrossEntropyLoss(reduction="none")
+
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            w = row_weight[idx]
+            return (w * per_row(logits, target)).sum() / w.sum()
+
+    else:
+        weighted = nn.CrossEntropyLoss(
+            weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
+        )
+
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            return weighted(logits, target)
+
     augment = BatchAugmenter(images.ndim - 2, seed)
     # L2-SP (Li et al., 2018): pull each expert copy towards the weights it started from, so
     # fine-tuning adapts a site's expert instead of overwriting what it learned on its site.
@@ -140,7 +157,7 @@ def finetune_fusion(
             mask = base & expert_dropout_mask(len(idx), e, cfg.expert_dropout, gen)
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
             out = system(torch.from_numpy(augment(images[idx])), mask, torch.from_numpy(home[idx]))
-            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
+            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)), idx)
             if anchor:
                 drift = sum(((p - p0) ** 2).sum() for p, p0 in anchor)
                 loss = loss + 0.5 * cfg.finetune_anchor * drift

@@ -29,6 +29,7 @@ __all__ = [
     "epoch_steps",
     "fit_classifier",
     "predict_logits",
+    "site_class_weights",
 ]
 
 
@@ -68,6 +69,31 @@ def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> t
     w[present] = (counts[present].sum() / counts[present]) ** power
     w[present] /= w[present].mean()
     return torch.tensor(w, dtype=torch.float32)
+
+
+def site_class_weights(
+    labels: np.ndarray, groups: np.ndarray, num_classes: int, power: float = 1.0
+) -> np.ndarray:
+    """Per-image weights that give every site equal total weight and, within a site, every class.
+
+    With ``power=1`` the weighted loss is the mean over sites of each site's class-balanced loss:
+    the surrogate of the mean over sites of per-site balanced accuracy, which global class weights
+    are not (they let the largest sites decide what "balanced" means). ``groups [N]`` holds each
+    image's site (any hashable codes). Image weight: ``(1 / (S * K_s * n_sc)) ** power`` with
+    ``S`` sites, ``K_s`` classes present at site ``s`` and ``n_sc`` images of class ``c`` there;
+    scaled to mean 1.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if labels.shape != groups.shape:
+        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must have one shape")
+    names, g = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(names), num_classes))
+    np.add.at(counts, (g, labels), 1.0)
+    present = (counts > 0).sum(1)
+    cell = counts[g, labels] * present[g] * len(names)
+    w = (1.0 / cell) ** power
+    return np.asarray(w / w.mean(), dtype=np.float32)
 
 
 @torch.inference_mode()

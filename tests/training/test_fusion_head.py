@@ -8,7 +8,7 @@ import torch
 
 from sitefusion.config import FusionConfig
 from sitefusion.training.fusion_head import expert_dropout_mask, fit_fusion
-from sitefusion.training.loop import class_weights
+from sitefusion.training.loop import class_weights, site_class_weights
 
 
 def test_class_weights_powers() -> None:
@@ -19,6 +19,62 @@ def test_class_weights_powers() -> None:
     assert balanced[1] / balanced[0] == pytest.approx(9.0)
     assert sqrt[1] / sqrt[0] == pytest.approx(3.0)
     assert float(balanced[:2].mean()) == pytest.approx(1.0)
+
+
+def test_site_class_weights_give_each_site_and_each_class_within_it_equal_weight() -> None:
+    # site "a": 90 of class 0 and 10 of class 1; site "b": 20 of class 2 only.
+    y = np.array([0] * 90 + [1] * 10 + [2] * 20)
+    site = np.array(["a"] * 100 + ["b"] * 20)
+    w = site_class_weights(y, site, 3)
+    assert float(w.mean()) == pytest.approx(1.0)
+    # By hand: 1 / (sites * classes at the site * images in the cell), then scaled to mean 1.
+    raw = np.array([1 / (2 * 2 * 90)] * 90 + [1 / (2 * 2 * 10)] * 10 + [1 / (2 * 1 * 20)] * 20)
+    np.testing.assert_allclose(w, raw / raw.mean(), rtol=1e-6)
+    assert w[site == "a"].sum() == pytest.approx(w[site == "b"].sum())
+    assert w[y == 0].sum() == pytest.approx(w[y == 1].sum())
+    sqrt = site_class_weights(y, site, 3, power=0.5)
+    assert sqrt[90] / sqrt[0] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="one shape"):
+        site_class_weights(y, site[:-1], 3)
+
+
+def test_site_class_balance_changes_what_finetuning_learns() -> None:
+    """The rows' own-site flags decide the sites; the weighting must reach the loss."""
+    from sitefusion.experts import SiteExpert
+    from sitefusion.training.finetune import FusedSystem, finetune_fusion
+    from sitefusion.training.fusion_head import FusionClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 40 + [1] * 8 + [1] * 8)
+    x = (rng.normal(size=(56, 1, 16, 16)) + y[:, None, None, None]).astype(np.float32)
+    home = np.zeros((56, 2), bool)
+    home[:48, 0] = True
+    home[48:, 1] = True
+    ends = []
+    for balance in ("class", "site_class"):
+        torch.manual_seed(0)
+        experts = [
+            SiteExpert(
+                backbone="compact", spatial_dims=2, in_channels=1, feature_dim=8, num_classes=2
+            )
+            for _ in range(2)
+        ]
+        system = FusedSystem(experts, FusionClassifier("average_attention", 2, 8, 2, hidden=8))
+        cfg = FusionConfig(finetune_epochs=2, finetune_lr=1e-2, finetune_balance=balance)
+        curve = finetune_fusion(
+            system,
+            x,
+            y,
+            np.ones((56, 2), bool),
+            home,
+            cfg=cfg,
+            num_classes=2,
+            seed=0,
+            batch_size=16,
+        )
+        assert all(np.isfinite(curve))
+        ends.append(torch.cat([p.detach().flatten() for p in system.parameters()]))
+    assert not torch.allclose(ends[0], ends[1])
 
 
 def test_expert_dropout_never_drops_every_expert() -> None:
