@@ -411,8 +411,12 @@ class NormalizerBank:
             template = cls(index["kind"], index["params"], index["unseen_policy"])
         except (ConfigError, UnknownChoiceError) as err:
             raise fail("kind/params/unseen_policy", str(err)) from err
-        if not isinstance(index["params"], dict) or template.params != index["params"]:
-            raise fail("params", "not the complete parameter set of its kind")
+        # A parameter missing from the index was added to sitefusion after the bank was saved:
+        # it takes its default, which is what that sitefusion did.
+        if not isinstance(index["params"], dict) or any(
+            template.params[k] != v for k, v in index["params"].items()
+        ):
+            raise fail("params", "not a parameter set of its kind")
         sites = index["sites"]
         if not isinstance(sites, list) or not sites:
             raise fail("sites", "expected a non-empty list of {site, file, sha256} objects")

@@ -23,6 +23,8 @@ _RGB_TO_XYZ = np.array(
 _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 _DELTA = 6.0 / 29.0
+_STATISTICS = ("moments", "robust")
+_IQR_PER_SD = 1.3489795  # interquartile range of a standard normal distribution
 AUTO_SCALE_THRESHOLD = 2.0
 """With ``scale="auto"``, images whose maximum exceeds this are read as 0..255, else 0..1."""
 
@@ -108,6 +110,12 @@ class ColourNormalizer(SiteNormalizer):
     * ``reference_mean`` (L*, a*, b*), default ``(65, 15, 15)`` (a light skin tone), L* in
       [0, 100], a*/b* in [-128, 127];
     * ``reference_std`` (three numbers > 0), default ``(15, 8, 8)``;
+    * ``statistics``: how ``mean_`` / ``std_`` are estimated from the site's pixels:
+      ``"moments"`` (default: mean and standard deviation, as in Reinhard et al.) or
+      ``"robust"`` (median and interquartile range / 1.349, which equals the standard deviation
+      for a Gaussian). Robust statistics describe the site's skin and illumination rather than
+      its outliers: the dark corners of vignetted dermoscopy images and large dark lesions,
+      whose share depends on the site's case mix, move the moments but hardly the quartiles;
     * ``scale``: ``"auto"`` (default: 255 if the largest fitted intensity exceeds
       :data:`AUTO_SCALE_THRESHOLD`, else 1) or a positive number (the value of white);
     * ``seed`` / ``samples_per_image`` (see :class:`SiteNormalizer`).
@@ -132,6 +140,7 @@ class ColourNormalizer(SiteNormalizer):
         reference_mean: Sequence[float] = (65.0, 15.0, 15.0),
         reference_std: Sequence[float] = (15.0, 8.0, 8.0),
         scale: float | str = "auto",
+        statistics: str = "moments",
         seed: int = 0,
         samples_per_image: int = 20_000,
     ) -> None:
@@ -147,6 +156,12 @@ class ColourNormalizer(SiteNormalizer):
         self.reference_std = check_floats(
             owner, "reference_std", reference_std, length=3, positive=True
         )
+        if statistics not in _STATISTICS:
+            raise ConfigError(
+                f"{owner}: parameter 'statistics' must be one of {', '.join(_STATISTICS)}, "
+                f"got {statistics!r}"
+            )
+        self.statistics = statistics
         if isinstance(scale, str):
             if scale != "auto":
                 raise ConfigError(
@@ -174,8 +189,12 @@ class ColourNormalizer(SiteNormalizer):
         else:
             scale = float(self.scale)
         lab = rgb_to_lab(samples / scale)
-        mean = lab.mean(axis=1)
-        std = lab.std(axis=1)
+        if self.statistics == "robust":
+            q1, mean, q3 = np.percentile(lab, [25.0, 50.0, 75.0], axis=1)
+            std = (q3 - q1) / _IQR_PER_SD
+        else:
+            mean = lab.mean(axis=1)
+            std = lab.std(axis=1)
         std = np.where(std > 1e-6, std, 1.0)
         out_mean, out_std = _reference_rgb_moments(self.reference_mean, self.reference_std)
         return {

@@ -244,8 +244,48 @@ def test_colour_refuses_non_rgb_and_mismatched_scale() -> None:
         ({"reference_std": (1, 0, 1)}, "reference_std"),
         ({"scale": "bytes"}, "scale"),
         ({"scale": 0}, "scale"),
+        ({"statistics": "median"}, "statistics"),
     ],
 )
 def test_colour_bad_params(params: dict, name: str) -> None:
     with pytest.raises(ConfigError, match=f"'{name}'"):
         ColourNormalizer(**params)
+
+
+def _vignetted(images: list[np.ndarray], radius: float) -> list[np.ndarray]:
+    """The same images with black corners, as a dermatoscope's circular field of view leaves."""
+    h = images[0].shape[-1]
+    yy, xx = np.mgrid[:h, :h]
+    outside = (yy - (h - 1) / 2) ** 2 + (xx - (h - 1) / 2) ** 2 > (radius * h) ** 2
+    return [np.where(outside, 0.02, im) for im in images]
+
+
+def test_colour_robust_statistics_are_pulled_less_by_dark_corners() -> None:
+    """Two sites with the same skin, one with vignetted corners (about 12% of the pixels).
+
+    The vignetted site's moments are pulled by its corners, so its skin comes out of
+    normalization brighter than the other site's; its quartiles move much less.
+    """
+    skin = _skin(6, seed=7)
+    dark = _vignetted(skin, radius=0.55)
+    corner = dark[0][0] == 0.02
+    assert 0.1 < corner.mean() < 0.14
+    gaps = {}
+    for statistics in ("moments", "robust"):
+        plain = ColourNormalizer(statistics=statistics).fit(skin)
+        vignetted = ColourNormalizer(statistics=statistics).fit(dark)
+        gaps[statistics] = np.abs(
+            plain.transform(skin[0])[:, ~corner].mean(axis=1)
+            - vignetted.transform(dark[0])[:, ~corner].mean(axis=1)
+        )
+    assert gaps["moments"].max() > 0.35  # in output standard deviations
+    assert (gaps["robust"] < 0.6 * gaps["moments"]).all()
+
+
+def test_colour_artifact_without_statistics_loads_as_moments() -> None:
+    fitted = ColourNormalizer().fit(_skin(2, seed=8))
+    payload = fitted.to_dict()
+    del payload["params"]["statistics"]  # written before the parameter existed
+    loaded = ColourNormalizer.from_dict(payload)
+    assert loaded.statistics == "moments"
+    np.testing.assert_array_equal(loaded.mean_, fitted.mean_)
