@@ -1,0 +1,73 @@
+"""How well does each site's expert transfer to the other sites under a normalization setting?
+
+Fits a run's normalizers and site experts only (the first stages of ``sitefusion train``; an
+existing run directory is reused as is), then prints the balanced accuracy of every expert's own
+head on every *other* site's images, normalized the way the product normalizes them (each image
+with its own site's normalizer). Only non-test rows are used (train, val and fusion splits of the
+target site: the source expert never saw them), so the figures can be used to choose a
+normalization. The own-site figure is on the site's fusion split.
+
+Run: ``.venv/bin/python benchmarks/normalization_transfer.py configs/ham10000.yaml OUT_DIR
+[--set normalization.params.statistics=robust]``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from sitefusion.config import load_config
+from sitefusion.training.loop import predict_logits
+from sitefusion.training.run import (
+    build_expert,
+    fit_normalizers,
+    normalize_rows,
+    prepare_run,
+    train_expert,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("out", type=Path, help="run directory (created, or reused if it exists)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(cfg.training.threads or 2)
+    run, data = prepare_run(cfg, args.out)
+    bank = fit_normalizers(cfg, run, data)
+    sites = list(data.manifest.sites)
+    num_classes = len(data.manifest.classes)
+    experts = {}
+    for site in sites:
+        train_expert(cfg, run, data, bank, site)
+        expert = build_expert(cfg, num_classes)
+        expert.load_state_dict(run.read_tensors(f"experts/{site}.safetensors"))
+        experts[site] = expert.eval()
+
+    print(f"| expert | {' | '.join(sites)} |")
+    print("|---" * (len(sites) + 1) + "|")
+    cross: dict[str, list[float]] = {t: [] for t in sites}
+    for source in sites:
+        cells = []
+        for target in sites:
+            split = ("fusion",) if target == source else ("train", "val", "fusion")
+            rows = data.rows(*split, site=target)
+            pred = predict_logits(experts[source], normalize_rows(bank, data, rows)).argmax(1)
+            score = float(balanced_accuracy_score(data.labels[rows], pred))
+            if target != source:
+                cross[target].append(score)
+            cells.append(f"({score:.3f})" if target == source else f"{score:.3f}")
+        print(f"| {source} | {' | '.join(cells)} |", flush=True)
+    means = [float(np.mean(cross[t])) for t in sites]
+    print(f"| mean of other experts | {' | '.join(f'{m:.3f}' for m in means)} |")
+    print(f"mean cross-site balanced accuracy: {np.mean([v for t in sites for v in cross[t]]):.3f}")
+
+
+if __name__ == "__main__":
+    main()
