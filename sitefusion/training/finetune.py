@@ -188,6 +188,7 @@ def finetune_soup(
     batch_size: int = 64,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_member: Callable[[int, FusedSystem], None] | None = None,
 ) -> list[list[float]]:
     """:func:`finetune_fusion` ``cfg.finetune_soup`` times from the same start, then average.
 
@@ -196,7 +197,9 @@ def finetune_soup(
     (Wortsman et al., ICML 2022), with BatchNorm statistics recomputed on ``images``. Averaging
     works when the members stay in one basin of the loss, which fine-tuning from trained experts
     does; it costs ``finetune_soup`` times the training and nothing at inference. Returns one
-    loss curve per member; ``on_epoch`` counts epochs across members.
+    loss curve per member; ``on_epoch`` counts epochs across members. ``on_member(m, system)``
+    is called with each member as soon as it is trained (in eval mode), so that a caller can score
+    the members against the soup.
     """
     k = cfg.finetune_soup
     start = copy.deepcopy(system.state_dict()) if k > 1 else None
@@ -225,6 +228,8 @@ def finetune_soup(
                 on_batch=on_batch,
             )
         )
+        if on_member is not None:
+            on_member(member, system)
         if k > 1:
             states.append({name: t.detach().clone() for name, t in system.state_dict().items()})
     if k == 1:

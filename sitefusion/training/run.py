@@ -599,6 +599,17 @@ def _finetune(
     system = FusedSystem(experts, head)
     num_classes = len(data.manifest.classes)
     epochs = cfg.fusion.finetune_epochs * cfg.fusion.finetune_soup
+    x_cal = normalize_rows(bank, data, data_rows[calib_rows]) if calib_rows.any() else None
+
+    def holdout_bacc(model: FusedSystem) -> float:
+        """Balanced accuracy on the held-out fusion-split images (never trained on)."""
+        from sklearn.metrics import balanced_accuracy_score
+
+        with torch.inference_mode():
+            pred = model(torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows]))
+        return float(balanced_accuracy_score(rows.labels[calib_rows], pred.logits.argmax(1)))
+
+    member_scores: list[float] = []
     with make_progress(console) as progress:
         task = progress.add_task(f"fine-tune {name}", total=epochs * len(images), info="")
         curves = finetune_soup(
@@ -615,6 +626,11 @@ def _finetune(
                 task, info=f"epoch {ep + 1}/{epochs} loss {loss:.3f}"
             ),
             on_batch=lambda k: progress.advance(task, k),
+            on_member=(
+                (lambda m, model: member_scores.append(holdout_bacc(model)))
+                if x_cal is not None and cfg.fusion.finetune_soup > 1
+                else None
+            ),
         )
     run.write_tensors(
         f"fusion/{name}.experts.safetensors", expert_states(experts, data.manifest.sites)
@@ -626,10 +642,25 @@ def _finetune(
     }
     if len(curves) > 1:
         meta["member_loss_curves"] = curves
-    if calib_rows.any():
+    if member_scores:
+        # A soup is only as good as its members' agreement on one basin; say so when it is not.
+        kept = holdout_bacc(system)
+        meta["soup_check"] = {
+            "balanced_accuracy_members": member_scores,
+            "balanced_accuracy_soup": kept,
+            "on": f"{int(calib_rows.sum())} held-out fusion-split images",
+        }
+        if kept < max(member_scores):
+            _log(
+                console,
+                f"[yellow]{name}: the soup of {len(member_scores)} fine-tuned copies scores "
+                f"{kept:.3f} balanced accuracy on the held-out fusion-split images, below its "
+                f"best member ({max(member_scores):.3f}); the soup is kept (fusion.finetune_soup)"
+                "[/]",
+            )
+    if x_cal is not None:
         from sitefusion.evaluation.calibration import fit_temperature
 
-        x_cal = normalize_rows(bank, data, data_rows[calib_rows])
         with torch.inference_mode():
             logits = system(
                 torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows])

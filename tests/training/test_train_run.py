@@ -238,6 +238,13 @@ def test_finetuned_fusion_keeps_site_experts_and_predicts(
     assert meta["finetune"]["epochs"] == 1 and len(meta["finetune"]["loss_curve"]) == 1
     assert meta["finetune"]["soup"] == soup
     assert len(meta["finetune"].get("member_loss_curves", [[0.0]])) == soup
+    if soup > 1:  # each member and the soup scored on the held-out fusion-split images
+        check = meta["finetune"]["soup_check"]
+        assert len(check["balanced_accuracy_members"]) == soup
+        scores = [*check["balanced_accuracy_members"], check["balanced_accuracy_soup"]]
+        assert all(0.0 <= v <= 1.0 for v in scores)
+    else:
+        assert "soup_check" not in meta["finetune"]
     assert meta["calibration"]["temperature"] > 0 and meta["calibration"]["n"] > 0
     assert run.has("fusion/random_features.experts.safetensors")
     assert not run.has("fusion/fusion_concat.experts.safetensors")
