@@ -5,10 +5,11 @@ existing run directory is reused as is), then prints the balanced accuracy of ev
 head on every *other* site's images, normalized the way the product normalizes them (each image
 with its own site's normalizer). Only non-test rows are used (train, val and fusion splits of the
 target site: the source expert never saw them), so the figures can be used to choose a
-normalization. The own-site figure is on the site's fusion split.
+normalization. The own-site figure is on the site's fusion split. With ``--pooled`` the other
+sites' images go through the pooled normalizer instead (what pooled training sees).
 
 Run: ``.venv/bin/python benchmarks/normalization_transfer.py configs/ham10000.yaml OUT_DIR
-[--set normalization.params.statistics=robust]``
+[--set normalization.params.statistics=robust] [--pooled]``
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("out", type=Path, help="run directory (created, or reused if it exists)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument(
+        "--pooled",
+        action="store_true",
+        help="normalize the other sites' images with the pooled normalizer instead of their own",
+    )
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(cfg.training.threads or 2)
@@ -58,7 +64,9 @@ def main() -> None:
         for target in sites:
             split = ("fusion",) if target == source else ("train", "val", "fusion")
             rows = data.rows(*split, site=target)
-            pred = predict_logits(experts[source], normalize_rows(bank, data, rows)).argmax(1)
+            pooled = args.pooled and target != source
+            x = normalize_rows(bank, data, rows, pooled=pooled)
+            pred = predict_logits(experts[source], x).argmax(1)
             score = float(balanced_accuracy_score(data.labels[rows], pred))
             if target != source:
                 cross[target].append(score)
