@@ -602,15 +602,18 @@ def _finetune(
     epochs = cfg.fusion.finetune_epochs * cfg.fusion.finetune_soup
     x_cal = normalize_rows(bank, data, data_rows[calib_rows]) if calib_rows.any() else None
 
-    def holdout_bacc(model: FusedSystem) -> float:
-        """Balanced accuracy on the held-out fusion-split images (never trained on)."""
+    def holdout_logits(model: FusedSystem) -> np.ndarray:
+        """Logits on the held-out fusion-split images (never trained on)."""
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows]))
+        return out.logits.numpy()
+
+    def holdout_bacc(logits: np.ndarray) -> float:
         from sklearn.metrics import balanced_accuracy_score
 
-        with torch.inference_mode():
-            pred = model(torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows]))
         with warnings.catch_warnings():  # a small holdout lacks some predicted classes: expected
             warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-            return float(balanced_accuracy_score(rows.labels[calib_rows], pred.logits.argmax(1)))
+            return float(balanced_accuracy_score(rows.labels[calib_rows], logits.argmax(1)))
 
     member_scores: list[float] = []
     with make_progress(console) as progress:
@@ -630,7 +633,7 @@ def _finetune(
             ),
             on_batch=lambda k: progress.advance(task, k),
             on_member=(
-                (lambda m, model: member_scores.append(holdout_bacc(model)))
+                (lambda m, model: member_scores.append(holdout_bacc(holdout_logits(model))))
                 if x_cal is not None and cfg.fusion.finetune_soup > 1
                 else None
             ),
@@ -645,9 +648,10 @@ def _finetune(
     }
     if len(curves) > 1:
         meta["member_loss_curves"] = curves
-    if member_scores:
+    logits = holdout_logits(system) if x_cal is not None else None
+    if member_scores and logits is not None:
         # A soup is only as good as its members' agreement on one basin; say so when it is not.
-        kept = holdout_bacc(system)
+        kept = holdout_bacc(logits)
         meta["soup_check"] = {
             "balanced_accuracy_members": member_scores,
             "balanced_accuracy_soup": kept,
@@ -661,13 +665,9 @@ def _finetune(
                 f"best member ({max(member_scores):.3f}); the soup is kept (fusion.finetune_soup)"
                 "[/]",
             )
-    if x_cal is not None:
+    if logits is not None:
         from sitefusion.evaluation.calibration import fit_temperature
 
-        with torch.inference_mode():
-            logits = system(
-                torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows])
-            ).logits.numpy()
         meta["calibration"] = {
             "temperature": float(fit_temperature(logits, rows.labels[calib_rows])),
             "fitted_on": f"{int(calib_rows.sum())} held-out fusion-split images "
