@@ -81,6 +81,12 @@ def main() -> None:
         action="store_true",
         help="fine-tune with every expert present, its own training images included",
     )
+    ap.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=None,
+        help="training.colour_jitter while fine-tuning (default: the run's)",
+    )
     ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
     ap.add_argument(
         "--soup",
@@ -104,7 +110,13 @@ def main() -> None:
             loaded.cfg.fusion.class_weight_power if args.power is None else args.power
         ),
     )
-    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg)
+    training_cfg = dataclasses.replace(
+        loaded.cfg.training,
+        colour_jitter=(
+            loaded.cfg.training.colour_jitter if args.colour_jitter is None else args.colour_jitter
+        ),
+    )
+    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg, training=training_cfg)
     num_classes = len(data.manifest.classes)
     sites = list(data.manifest.sites)
     caches = {
@@ -130,7 +142,7 @@ def main() -> None:
         f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} anchor={args.anchor} "
         f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
         f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
-        f"unmask_home={args.unmask_home}"
+        f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter}"
     )
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     for name, cache in caches.items():
@@ -174,6 +186,7 @@ def main() -> None:
                     num_classes=num_classes,
                     seed=args.seed + m,
                     batch_size=cfg.training.batch_size,
+                    colour_jitter=cfg.training.colour_jitter,
                 )
             members.append(system)
         if args.soup > 1:

@@ -108,7 +108,12 @@ class ExpertConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation of experts and of the pooled baseline."""
+    """Optimisation of experts and of the pooled baseline.
+
+    ``colour_jitter > 0`` adds per-channel random scale and shift of that size to the normalized
+    training images, and a random gamma: residual colour and contrast variation that a site's
+    affine normalization leaves (``augment`` must be on; fine-tuning uses it too).
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -117,6 +122,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     patience: int = 4
     augment: bool = True
+    colour_jitter: float = 0.0
     class_weighting: bool = True
     device: str = "cpu"
     threads: int | None = None
@@ -353,6 +359,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("lr", obj.lr, "a positive learning rate")
         if obj.patience < 1:
             raise bad("patience", obj.patience, "a positive integer")
+        if not 0.0 <= obj.colour_jitter < 1.0:
+            raise bad("colour_jitter", obj.colour_jitter, "0 (off) or a strength below 1")
     elif isinstance(obj, FusionConfig):
         if not obj.modes:
             raise bad("modes", [], "at least one fusion mode")

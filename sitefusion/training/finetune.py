@@ -89,6 +89,7 @@ def finetune_fusion(
     num_classes: int,
     seed: int,
     batch_size: int = 64,
+    colour_jitter: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[float]:
@@ -96,7 +97,8 @@ def finetune_fusion(
 
     ``presence [M, E]`` and ``home [M, E]`` are the rows' expert masks and own-site flags (from
     :func:`sitefusion.training.run.head_rows`). Experts learn at ``cfg.finetune_lr``, the head at
-    ``cfg.lr``, both on a cosine schedule, with the experts' augmentation and expert dropout.
+    ``cfg.lr``, both on a cosine schedule, with the experts' augmentation (``colour_jitter`` as
+    in ``training.colour_jitter``) and expert dropout.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -128,7 +130,7 @@ def finetune_fusion(
         def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
             return weighted(logits, target)
 
-    augment = BatchAugmenter(images.ndim - 2, seed)
+    augment = BatchAugmenter(images.ndim - 2, seed, colour_jitter)
     # L2-SP (Li et al., 2018): pull each expert copy towards the weights it started from, so
     # fine-tuning adapts a site's expert instead of overwriting what it learned on its site.
     anchor = (
@@ -186,6 +188,7 @@ def finetune_soup(
     num_classes: int,
     seed: int,
     batch_size: int = 64,
+    colour_jitter: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_member: Callable[[int, FusedSystem], None] | None = None,
@@ -224,6 +227,7 @@ def finetune_soup(
                 num_classes=num_classes,
                 seed=seed + member,
                 batch_size=batch_size,
+                colour_jitter=colour_jitter,
                 on_epoch=member_epoch,
                 on_batch=on_batch,
             )

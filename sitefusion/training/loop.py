@@ -160,7 +160,7 @@ def fit_classifier(
     val_loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spatial_dims = x_train.ndim - 2
-    augment = BatchAugmenter(spatial_dims, seed) if cfg.augment else None
+    augment = BatchAugmenter(spatial_dims, seed, cfg.colour_jitter) if cfg.augment else None
 
     state = TrainingState(epoch=-1, best_epoch=-1, best_score=-math.inf)
     best: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}

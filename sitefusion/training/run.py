@@ -628,6 +628,7 @@ def _finetune(
             num_classes=num_classes,
             seed=cfg.seed,
             batch_size=cfg.training.batch_size,
+            colour_jitter=cfg.training.colour_jitter if cfg.training.augment else 0.0,
             on_epoch=lambda ep, loss: progress.update(
                 task, info=f"epoch {ep + 1}/{epochs} loss {loss:.3f}"
             ),
