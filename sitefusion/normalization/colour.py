@@ -24,6 +24,7 @@ _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 _DELTA = 6.0 / 29.0
 _STATISTICS = ("moments", "robust")
+_MATCH = ("mean_std", "mean")
 _IQR_PER_SD = 1.3489795  # interquartile range of a standard normal distribution
 AUTO_SCALE_THRESHOLD = 2.0
 """With ``scale="auto"``, images whose maximum exceeds this are read as 0..255, else 0..1."""
@@ -96,7 +97,8 @@ class ColourNormalizer(SiteNormalizer):
     1. ``rgb = clip(x / scale_, 0, 1)`` (``scale_`` is 1 or 255, see ``scale``);
     2. ``lab = rgb_to_lab(rgb)`` (sRGB, D65);
     3. ``lab' = (lab - mean_) / std_ * reference_std + reference_mean`` per L*a*b* channel, where
-       ``mean_`` / ``std_`` ``[3]`` are the site's L*a*b* statistics learned by ``fit``;
+       ``mean_`` / ``std_`` ``[3]`` are the site's L*a*b* statistics learned by ``fit``
+       (with ``match="mean"``: ``lab' = lab - mean_ + reference_mean``);
     4. ``rgb' = lab_to_rgb(lab')`` clipped to the sRGB gamut [0, 1];
     5. ``y = (rgb' - output_mean_) / output_std_`` per RGB channel, float32 ``[3, ...]``.
 
@@ -116,6 +118,9 @@ class ColourNormalizer(SiteNormalizer):
       for a Gaussian). Robust statistics describe the site's skin and illumination rather than
       its outliers: the dark corners of vignetted dermoscopy images and large dark lesions,
       whose share depends on the site's case mix, move the moments but hardly the quartiles;
+    * ``match``: ``"mean_std"`` (default: the site's mean and spread are both mapped onto the
+      reference) or ``"mean"`` (only the mean is moved; each site keeps its own contrast, so a
+      site whose spread is inflated by dark corners is not compressed as a whole);
     * ``scale``: ``"auto"`` (default: 255 if the largest fitted intensity exceeds
       :data:`AUTO_SCALE_THRESHOLD`, else 1) or a positive number (the value of white);
     * ``seed`` / ``samples_per_image`` (see :class:`SiteNormalizer`).
@@ -141,6 +146,7 @@ class ColourNormalizer(SiteNormalizer):
         reference_std: Sequence[float] = (15.0, 8.0, 8.0),
         scale: float | str = "auto",
         statistics: str = "moments",
+        match: str = "mean_std",
         seed: int = 0,
         samples_per_image: int = 20_000,
     ) -> None:
@@ -162,6 +168,11 @@ class ColourNormalizer(SiteNormalizer):
                 f"got {statistics!r}"
             )
         self.statistics = statistics
+        if match not in _MATCH:
+            raise ConfigError(
+                f"{owner}: parameter 'match' must be one of {', '.join(_MATCH)}, got {match!r}"
+            )
+        self.match = match
         if isinstance(scale, str):
             if scale != "auto":
                 raise ConfigError(
@@ -233,6 +244,10 @@ class ColourNormalizer(SiteNormalizer):
         lab = rgb_to_lab(image / self.scale_)
         ref_mean = np.asarray(self.reference_mean).reshape(shape)
         ref_std = np.asarray(self.reference_std).reshape(shape)
-        matched = (lab - self.mean_.reshape(shape)) / self.std_.reshape(shape) * ref_std + ref_mean
+        if self.match == "mean":
+            matched = lab - self.mean_.reshape(shape) + ref_mean
+        else:
+            matched = (lab - self.mean_.reshape(shape)) / self.std_.reshape(shape) * ref_std
+            matched = matched + ref_mean
         rgb = lab_to_rgb(matched)
         return (rgb - self.output_mean_.reshape(shape)) / self.output_std_.reshape(shape)

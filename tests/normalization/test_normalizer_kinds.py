@@ -245,6 +245,7 @@ def test_colour_refuses_non_rgb_and_mismatched_scale() -> None:
         ({"scale": "bytes"}, "scale"),
         ({"scale": 0}, "scale"),
         ({"statistics": "median"}, "statistics"),
+        ({"match": "std"}, "match"),
     ],
 )
 def test_colour_bad_params(params: dict, name: str) -> None:
@@ -289,3 +290,36 @@ def test_colour_artifact_without_statistics_loads_as_moments() -> None:
     loaded = ColourNormalizer.from_dict(payload)
     assert loaded.statistics == "moments"
     np.testing.assert_array_equal(loaded.mean_, fitted.mean_)
+
+
+def _output_lab(normalizer: ColourNormalizer, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L*a*b* of a transformed image (the output standardization undone) and its in-gamut mask."""
+    from sitefusion.normalization.colour import rgb_to_lab
+
+    shape = (3, 1, 1)
+    y = normalizer.transform(image).astype(np.float64)
+    rgb = y * normalizer.output_std_.reshape(shape) + normalizer.output_mean_.reshape(shape)
+    return rgb_to_lab(rgb), (rgb > 0.01).all(0) & (rgb < 0.99).all(0)
+
+
+def test_colour_match_mean_moves_the_mean_and_keeps_the_sites_contrast() -> None:
+    """``match="mean"`` shifts L*a*b* by the site's offset from the reference and nothing else."""
+    from sitefusion.normalization.colour import rgb_to_lab
+
+    images = _skin(4, seed=9)
+    lab_in = rgb_to_lab(images[0])
+    shift = ColourNormalizer(match="mean").fit(images)
+    lab_out, inside = _output_lab(shift, images[0])
+    assert inside.mean() > 0.5
+    moved = (lab_out - lab_in)[:, inside]
+    np.testing.assert_allclose(
+        moved.mean(1), np.asarray(shift.reference_mean) - shift.mean_, atol=0.05
+    )
+    assert moved.std(1).max() < 0.05  # the same shift for every pixel: contrast kept
+    # The default also rescales the spread onto reference_std (15 for L*), so L* contrast changes.
+    both = ColourNormalizer().fit(images)
+    np.testing.assert_allclose(shift.mean_, both.mean_)
+    lab_both, inside_both = _output_lab(both, images[0])
+    ratio = lab_both[0, inside_both].std() / lab_in[0, inside_both].std()
+    np.testing.assert_allclose(ratio, 15.0 / both.std_[0], rtol=0.02)
+    assert abs(ratio - 1.0) > 0.1
