@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,13 +48,17 @@ from sitefusion.training.run import (
 )
 
 
-def _predict(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+def _logits(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     out = []
     system.eval()
     with torch.inference_mode():
         for i in range(0, len(x), 256):
-            out.append(system(torch.from_numpy(x[i : i + 256])).logits.argmax(1).numpy())
+            out.append(system(torch.from_numpy(x[i : i + 256])).logits.numpy())
     return np.concatenate(out)
+
+
+def _predict(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return _logits(system, x).argmax(1)
 
 
 def _site_bacc(y: np.ndarray, p: np.ndarray, s: np.ndarray, sites: list[str]) -> list[float]:
@@ -88,6 +94,13 @@ def main() -> None:
         help="training.colour_jitter while fine-tuning (default: the run's)",
     )
     ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="write each system's holdout logits, labels and sites, and the training rows' "
+        "labels and sites, to this JSON file (for post-hoc decision rules)",
+    )
     ap.add_argument(
         "--soup",
         type=int,
@@ -145,6 +158,7 @@ def main() -> None:
         f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter}"
     )
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
+    dumped: dict[str, list[list[float]]] = {}
     for name, cache in caches.items():
         if name not in args.methods.split(","):
             continue
@@ -217,6 +231,19 @@ def main() -> None:
             )
             continue
         _report(name, system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, t0)
+        dumped[name] = _logits(system, x_hold).round(5).tolist()
+    if args.dump is not None:
+        payload = {
+            "setting": setting,
+            "classes": list(data.manifest.classes),
+            "sites": sites,
+            "holdout": {"labels": y_hold.tolist(), "sites": s_hold.tolist(), "logits": dumped},
+            "training": {
+                "labels": rows.labels[keep].tolist(),
+                "sites": data.sites[drows[keep]].tolist(),
+            },
+        }
+        args.dump.write_text(json.dumps(payload))
 
 
 class _Ensemble(torch.nn.Module):
