@@ -146,6 +146,10 @@ class FusionConfig:
     keeps the average of their weights (a model soup). ``finetune_balance: site_class`` weights
     the fine-tuning loss so that every site counts equally and, within a site, every class
     (``class_weight_power`` applies); ``class`` balances classes over all sites pooled.
+    ``site_prior > 0`` shifts every fusion's logits for an image of a known site by that share
+    of the site's log class frequencies against all sites' (each floored at
+    ``site_prior_floor``; :mod:`sitefusion.fusion.site_prior`), so its decisions follow the
+    site's case mix in part.
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -165,6 +169,8 @@ class FusionConfig:
     finetune_soup: int = 1
     finetune_balance: Literal["class", "site_class"] = "class"
     calibration_fraction: float = 0.1
+    site_prior: float = 0.0
+    site_prior_floor: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -382,6 +388,10 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("class_weight_power", obj.class_weight_power, "a power between 0 and 1")
         if not 0.0 <= obj.expert_dropout < 1.0:
             raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
+        if not 0.0 <= obj.site_prior <= 1.0:
+            raise bad("site_prior", obj.site_prior, "0 (off) or a strength up to 1")
+        if not 0.0 < obj.site_prior_floor < 0.5:
+            raise bad("site_prior_floor", obj.site_prior_floor, "a class frequency in (0, 0.5)")
     elif isinstance(obj, EvaluationConfig):
         if obj.bootstrap < 0:
             raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")

@@ -20,6 +20,7 @@ import yaml
 from sitefusion.config import Config, config_from_dict
 from sitefusion.errors import ArtifactError, SiteFusionError
 from sitefusion.experts import SiteExpert
+from sitefusion.fusion import apply_site_prior
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import ExpertFeatures
@@ -100,11 +101,16 @@ class LoadedRun:
             else None
         )
         self.fusions: dict[str, FusionClassifier] = {}
+        # Site-prior offsets [E, K] a fusion's logits get for images of a known site.
+        self.site_priors: dict[str, np.ndarray] = {}
         # Fusions trained end to end carry their own fine-tuned copies of the experts.
         self.fusion_experts: dict[str, list[SiteExpert]] = {}
         for name in [*FUSION_METHOD_NAMES.values(), "random_features"]:
             if self.run.has(f"fusion/{name}.safetensors"):
                 self.fusions[name] = self.load_fusion(name)
+                prior = self.run.read_json(f"fusion/{name}.json").get("site_prior")
+                if prior is not None:
+                    self.site_priors[name] = self._site_prior(name, prior)
             if self.run.has(f"fusion/{name}.experts.safetensors"):
                 copies = [build_expert(self.cfg, k) for _ in self.expert_sites]
                 load_expert_states(
@@ -123,6 +129,18 @@ class LoadedRun:
                 f"{self.root / rel}: weights do not fit the run's network ({err})"
             ) from err
         return net.eval()
+
+    def _site_prior(self, name: str, prior: dict[str, Any]) -> np.ndarray:
+        offsets = np.asarray(prior.get("offsets"), dtype=np.float32)
+        if list(prior.get("sites", [])) != list(self.expert_sites) or offsets.shape != (
+            len(self.expert_sites),
+            len(self.classes),
+        ):
+            raise ArtifactError(
+                f"{self.root / 'fusion' / (name + '.json')}: field 'site_prior' does not match "
+                f"the run's {len(self.expert_sites)} experts and {len(self.classes)} classes"
+            )
+        return offsets
 
     def load_fusion(self, name: str) -> FusionClassifier:
         """The fusion head stored as ``fusion/<name>``."""
@@ -296,7 +314,10 @@ class LoadedRun:
                 )
             else:
                 res = head(f, lg, m, h)
-            out.probs[name] = softmax(res.logits.numpy())
+            logits = res.logits.numpy()
+            if name in self.site_priors and head is self.fusions.get(name) and home is not None:
+                logits = apply_site_prior(logits, home, self.site_priors[name])
+            out.probs[name] = softmax(logits)
             out.attention[name] = res.weights.numpy()
         local = softmax(feats.logits)
         if mask is not None:

@@ -46,6 +46,7 @@ from sitefusion.data import (
 )
 from sitefusion.errors import ArtifactError, ConfigError, UnknownChoiceError
 from sitefusion.experts import SiteExpert, average_state_dicts
+from sitefusion.fusion import apply_site_prior, site_prior_offsets
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import (
@@ -527,7 +528,13 @@ def head_rows(cfg: Config, data: RunData, feats: ExpertFeatures) -> HeadRows:
 
 
 def _out_of_fold_temperature(
-    cfg: Config, mode: str, x: np.ndarray, xl: np.ndarray, rows: HeadRows, num_classes: int
+    cfg: Config,
+    mode: str,
+    x: np.ndarray,
+    xl: np.ndarray,
+    rows: HeadRows,
+    num_classes: int,
+    prior: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Temperature of the fusion fitted on out-of-fold logits (5 folds by group)."""
     from sklearn.model_selection import GroupKFold
@@ -557,6 +564,8 @@ def _out_of_fold_temperature(
                 torch.from_numpy(rows.home[te]),
             )
         oof[te] = out.logits.numpy()
+    if prior is not None:  # the temperature scales the logits the run predicts with
+        oof = apply_site_prior(oof, rows.home, prior)
     return {
         "temperature": float(fit_temperature(oof, rows.labels)),
         "fitted_on": f"out-of-fold logits of the fusion's training rows ({n_splits} folds by group)",
@@ -591,8 +600,12 @@ def _finetune(
     train_rows: np.ndarray,
     calib_rows: np.ndarray,
     console: Console | None,
+    prior: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature."""
+    """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature.
+
+    ``prior [E, K]``: the site-prior offsets the run predicts with (held-out logits include them).
+    """
     pos = {rid: i for i, rid in enumerate(data.ids)}
     cache_ids = load_feature_cache(run, "features/trained.safetensors").ids
     data_rows = np.array([pos[cache_ids[j]] for j in rows.positions])
@@ -606,7 +619,8 @@ def _finetune(
         """Logits on the held-out fusion-split images (never trained on)."""
         with torch.inference_mode():
             out = model(torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows]))
-        return out.logits.numpy()
+        logits = out.logits.numpy()
+        return logits if prior is None else apply_site_prior(logits, rows.home[calib_rows], prior)
 
     def holdout_bacc(logits: np.ndarray) -> float:
         from sklearn.metrics import balanced_accuracy_score
@@ -678,6 +692,22 @@ def _finetune(
     return meta
 
 
+def _site_prior(cfg: Config, data: RunData, rows: HeadRows, keep: np.ndarray) -> np.ndarray | None:
+    """``[E, K]`` site-prior offsets from the class counts of a head's training rows, or None."""
+    if cfg.fusion.site_prior <= 0:
+        return None
+    sites = data.manifest.sites
+    counted = keep & rows.home.any(1)  # rows of a site with an expert
+    return site_prior_offsets(
+        rows.labels[counted],
+        np.asarray(sites)[rows.home[counted].argmax(1)],
+        sites,
+        len(data.manifest.classes),
+        strength=cfg.fusion.site_prior,
+        floor=cfg.fusion.site_prior_floor,
+    )
+
+
 def train_heads(
     cfg: Config,
     run: RunDir,
@@ -738,6 +768,15 @@ def train_heads(
             "n_fusion": rows.n_fusion,
             "n_cross_fit": rows.n_cross_fit,
         }
+        prior = _site_prior(cfg, data, rows, keep)
+        if prior is not None:
+            meta["site_prior"] = {
+                "strength": cfg.fusion.site_prior,
+                "floor": cfg.fusion.site_prior_floor,
+                "sites": list(data.manifest.sites),
+                "offsets": prior.tolist(),
+                "fitted_on": f"class counts of the head's {int(keep.sum())} training rows",
+            }
         if tuned:
             state_rel = "experts/init.safetensors" if name == "random_features" else None
             experts = []
@@ -746,12 +785,14 @@ def train_heads(
                 expert.load_state_dict(run.read_tensors(state_rel or f"experts/{site}.safetensors"))
                 experts.append(expert)
             meta["finetune"] = _finetune(
-                cfg, run, data, bank, name, model, experts, rows, keep, calib, console
+                cfg, run, data, bank, name, model, experts, rows, keep, calib, console, prior
             )
             if "calibration" in meta["finetune"]:
                 meta["calibration"] = meta["finetune"].pop("calibration")
         elif name == product:
-            meta["calibration"] = _out_of_fold_temperature(cfg, mode, x, xl, rows, num_classes)
+            meta["calibration"] = _out_of_fold_temperature(
+                cfg, mode, x, xl, rows, num_classes, prior
+            )
         meta["seconds"] = time.perf_counter() - t0
         # The head last: its presence marks the method as finished (resume skips it).
         run.write_json(f"fusion/{name}.json", meta)
