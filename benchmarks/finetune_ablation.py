@@ -15,6 +15,8 @@ statistics recomputed: what ``fusion.finetune_soup`` keeps) and the mean of thei
 Both systems get exactly the same procedure; only their starting experts differ (the trained
 site experts vs. the shared untrained initial weights), so ``fusion - random_features`` is what
 the trained experts contribute under that setting. Nothing is written to the run directory.
+The printed figures are argmax of the fused logits *before* any ``fusion.site_prior`` shift; use
+``--dump`` and ``benchmarks/site_prior.py`` to score the shift.
 
 Run: ``.venv/bin/python benchmarks/finetune_ablation.py runs/ham --epochs 8 --seed 0``
 """
