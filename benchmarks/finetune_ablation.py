@@ -30,21 +30,26 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch.optim.swa_utils import update_bn
 
+from sitefusion.config import load_config
 from sitefusion.experts import average_state_dicts
 from sitefusion.inference import LoadedRun
 from sitefusion.training.features import load_feature_cache
 from sitefusion.training.finetune import FusedSystem, finetune_fusion
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.run import (
+    _features,
     build_expert,
     calibration_holdout,
+    fit_normalizers,
     head_rows,
+    load_experts,
     normalize_rows,
     prepare_run,
 )
@@ -97,6 +102,15 @@ def main() -> None:
     )
     ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
     ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="for a run whose experts are trained but which is not finished (e.g. one made by "
+        "normalization_transfer.py): its config; the trained-feature cache is computed into the "
+        "run directory if missing (fusion only)",
+    )
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="with --config")
+    ap.add_argument(
         "--dump",
         type=Path,
         default=None,
@@ -112,8 +126,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    loaded = LoadedRun(args.run)
-    run, data = prepare_run(loaded.cfg, loaded.root)
+    if args.config is not None:
+        base = load_config(args.config, args.overrides)
+        run, data = prepare_run(base, Path(args.run))
+        bank = fit_normalizers(base, run, data)  # the run's own: read back, not refitted
+        experts = load_experts(base, run, data.manifest.sites, len(data.manifest.classes))
+        _features(base, run, data, bank, "features/trained.safetensors", experts, None)
+        loaded: Any = SimpleNamespace(cfg=base, root=Path(args.run), bank=bank)
+    else:
+        loaded = LoadedRun(args.run)
+        run, data = prepare_run(loaded.cfg, loaded.root)
     fusion_cfg = dataclasses.replace(
         loaded.cfg.fusion,
         finetune_epochs=args.epochs,
@@ -135,8 +157,9 @@ def main() -> None:
     num_classes = len(data.manifest.classes)
     sites = list(data.manifest.sites)
     caches = {
-        "fusion": load_feature_cache(run, "features/trained.safetensors"),
-        "random_features": load_feature_cache(run, "features/random.safetensors"),
+        name: load_feature_cache(run, f"features/{kind}.safetensors")
+        for name, kind in (("fusion", "trained"), ("random_features", "random"))
+        if name in args.methods.split(",") or name == "fusion"
     }
     feats = caches["fusion"]
     rows = head_rows(cfg, data, feats)
