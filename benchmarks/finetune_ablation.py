@@ -44,8 +44,8 @@ from sitefusion.training.features import load_feature_cache
 from sitefusion.training.finetune import FusedSystem, finetune_fusion
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.run import (
-    _features,
     build_expert,
+    cache_features,
     calibration_holdout,
     fit_normalizers,
     head_rows,
@@ -131,7 +131,7 @@ def main() -> None:
         run, data = prepare_run(base, Path(args.run))
         bank = fit_normalizers(base, run, data)  # the run's own: read back, not refitted
         experts = load_experts(base, run, data.manifest.sites, len(data.manifest.classes))
-        _features(base, run, data, bank, "features/trained.safetensors", experts, None)
+        cache_features(base, run, data, bank, "features/trained.safetensors", experts)
         loaded: Any = SimpleNamespace(cfg=base, root=Path(args.run), bank=bank)
     else:
         loaded = LoadedRun(args.run)

@@ -13,7 +13,8 @@ fine-tuning seed; the table averages them).
 With ``--run RUN_DIR`` (a finished run trained *without* ``fusion.site_prior``) it instead
 predicts the run's internal test split once and prints per-site balanced accuracy of the fusion
 and of pooled training, each without and with the offsets the run would have stored
-(``--strengths`` / ``--floors``, first value of each; offsets from the fusion's training rows):
+(``--strengths`` / ``--floors``, first value of each; offsets from all of the fusion's head
+rows, the run's calibration holdout included):
 context for whether the shift is the fusion's own or would lift any site-agnostic model. That
 mode reads test labels and is not for choosing settings.
 """
@@ -21,6 +22,7 @@ mode reads test labels and is not for choosing settings.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -82,7 +84,7 @@ def _test_context(root: Path, strength: float, floor: float) -> None:
 
     from sitefusion.inference import LoadedRun
     from sitefusion.training.features import load_feature_cache
-    from sitefusion.training.run import head_rows, prepare_run
+    from sitefusion.training.run import head_rows, head_site_prior, prepare_run
 
     torch.set_num_threads(2)
     loaded = LoadedRun(root)
@@ -91,14 +93,14 @@ def _test_context(root: Path, strength: float, floor: float) -> None:
     run, data = prepare_run(loaded.cfg, loaded.root)
     rows = head_rows(loaded.cfg, data, load_feature_cache(run, "features/trained.safetensors"))
     names = list(loaded.expert_sites)
-    offsets = site_prior_offsets(
-        rows.labels,
-        np.asarray(names)[rows.home.argmax(1)],
-        names,
-        len(loaded.classes),
-        strength=strength,
-        floor=floor,
+    # The computation training uses, with this strength and floor, over all of the head's rows.
+    cfg = dataclasses.replace(
+        loaded.cfg,
+        fusion=dataclasses.replace(loaded.cfg.fusion, site_prior=strength, site_prior_floor=floor),
     )
+    offsets = head_site_prior(cfg, data, rows, np.ones(len(rows.labels), bool))
+    if offsets is None:
+        raise SystemExit("--strengths: give a positive strength first")
     test = data.rows("test")
     sites = [str(s) for s in data.sites[test]]
     preds = loaded.predict(data.images[test], sites)

@@ -67,7 +67,9 @@ __all__ = [
     "RowInfo",
     "RunData",
     "build_expert",
+    "cache_features",
     "head_rows",
+    "head_site_prior",
     "prepare_run",
     "resolve_data",
     "select_head_rows",
@@ -417,15 +419,17 @@ def load_experts(
     return experts
 
 
-def _features(
+def cache_features(
     cfg: Config,
     run: RunDir,
     data: RunData,
     bank: NormalizerBank,
     rel: str,
     experts: list[SiteExpert],
-    console: Console | None,
+    console: Console | None = None,
 ) -> ExpertFeatures:
+    """Stage 6: every image's features ``[N, E, D]`` and logits ``[N, E, K]`` under ``experts``,
+    read from the cache ``rel`` if the run has it, else computed once and written there."""
     rows = data.rows("train", "val", "fusion", "test")
     if run.has(rel):
         return load_feature_cache(run, rel)
@@ -692,7 +696,9 @@ def _finetune(
     return meta
 
 
-def _site_prior(cfg: Config, data: RunData, rows: HeadRows, keep: np.ndarray) -> np.ndarray | None:
+def head_site_prior(
+    cfg: Config, data: RunData, rows: HeadRows, keep: np.ndarray
+) -> np.ndarray | None:
     """``[E, K]`` site-prior offsets from the class counts of a head's training rows, or None."""
     if cfg.fusion.site_prior <= 0:
         return None
@@ -768,7 +774,7 @@ def train_heads(
             "n_fusion": rows.n_fusion,
             "n_cross_fit": rows.n_cross_fit,
         }
-        prior = _site_prior(cfg, data, rows, keep)
+        prior = head_site_prior(cfg, data, rows, keep)
         if prior is not None:
             meta["site_prior"] = {
                 "strength": cfg.fusion.site_prior,
@@ -863,7 +869,7 @@ def train_run(
 
     t = time.perf_counter()
     experts = load_experts(cfg, run, data.manifest.sites, num_classes)
-    feats = _features(cfg, run, data, bank, "features/trained.safetensors", experts, console)
+    feats = cache_features(cfg, run, data, bank, "features/trained.safetensors", experts, console)
     random_feats = None
     if cfg.baselines.random_features:
         init = run.read_tensors("experts/init.safetensors")
@@ -872,7 +878,7 @@ def train_run(
             e = build_expert(cfg, num_classes)
             e.load_state_dict(init)
             untrained.append(e.eval())
-        random_feats = _features(
+        random_feats = cache_features(
             cfg, run, data, bank, "features/random.safetensors", untrained, console
         )
     timings["features"] = time.perf_counter() - t
