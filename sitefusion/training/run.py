@@ -49,6 +49,7 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import apply_site_prior, site_prior_offsets
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
+from sitefusion.rundir.environment import environment_info, record_environment
 from sitefusion.training.features import (
     ExpertFeatures,
     extract_features,
@@ -848,6 +849,14 @@ def train_run(
     if run.read_manifest().get("status") == "complete" and sites is None:
         _log(console, f"{out}: run already complete; nothing to do")
         return {"run_id": run.read_manifest().get("run_id"), "timings": {}, "complete": True}
+    manifest = run.read_manifest()
+    if record_environment(manifest, environment_info()):
+        _log(
+            console,
+            f"{out}: resumed with other software or hardware than it was last trained with "
+            "(manifest.json 'environments'); weights may differ from an uninterrupted run's",
+        )
+    run.set_info(environments=manifest["environments"])
 
     t = time.perf_counter()
     bank = fit_normalizers(cfg, run, data)

@@ -56,6 +56,9 @@ def test_run_directory_holds_every_artifact(finished_run: Path) -> None:
         assert rel in arts, rel
     run.verify_all()
     assert not list(finished_run.rglob("*.pt")) and not list(finished_run.rglob("*.pkl"))
+    (env,) = info["environments"]  # one uninterrupted invocation: one entry
+    assert env["packages"]["torch"] == torch.__version__
+    assert env["packages"]["monai"] and env["python"] and env["cpu"]
 
 
 def test_fusion_never_sees_expert_training_images(finished_run: Path) -> None:

@@ -1,0 +1,80 @@
+"""What software and hardware a run was trained with, for its manifest.
+
+Training with the same configuration and seed is bit-for-bit repeatable on one machine, but not
+across machines: CPU kernels and unpinned library versions change the last bits of a convolution,
+and a few epochs of training turn those into different weights (docs/benchmarks.md measured it on
+HAM10000). The run manifest therefore records the environment of every ``train`` invocation, so
+that two runs whose weights differ can be told apart by cause. Nothing here identifies a person.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["PACKAGES", "environment_info", "record_environment"]
+
+#: Distributions whose versions can change numerical results or file formats.
+PACKAGES: tuple[str, ...] = (
+    "sitefusion",
+    "torch",
+    "monai",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pillow",
+    "nibabel",
+    "pydicom",
+    "safetensors",
+)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what :mod:`platform` reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info() -> dict[str, Any]:
+    """Python, platform, CPU, torch thread count and the versions of :data:`PACKAGES`."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def record_environment(manifest: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Append ``current`` to ``manifest["environments"]`` unless it equals the last entry.
+
+    Returns True when the run was resumed in a different environment than it was last trained
+    in (its weights may then differ from an uninterrupted run's).
+    """
+    history = manifest.setdefault("environments", [])
+    if not isinstance(history, list):
+        history = manifest["environments"] = []
+    changed = bool(history) and history[-1] != current
+    if not history or changed:
+        history.append(current)
+    return changed
