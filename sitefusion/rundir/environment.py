@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PACKAGES", "environment_info", "record_environment"]
+__all__ = ["PACKAGES", "environment_info", "package_version", "record_environment"]
 
 #: Distributions whose versions can change numerical results or file formats.
 PACKAGES: tuple[str, ...] = (
@@ -34,7 +34,8 @@ PACKAGES: tuple[str, ...] = (
 )
 
 
-def _version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None if it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -61,7 +62,7 @@ def environment_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
     }
 
 

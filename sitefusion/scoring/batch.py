@@ -47,6 +47,7 @@ from rich.progress import (
 from rich.text import Text
 
 from sitefusion.errors import ArtifactError, ImageReadError, SiteFusionError
+from sitefusion.rundir.environment import package_version
 from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.redaction import Redactor
@@ -607,8 +608,6 @@ class _Context:
         members: list[ScoreItem],
         rows: dict[str, dict[str, Any]],
     ) -> None:
-        import importlib.metadata
-
         from pydicom import dcmread
         from pydicom.uid import generate_uid
 
@@ -661,10 +660,7 @@ class _Context:
                     label=f"sitefusion item {m.item_id}",
                 )
             )
-        try:
-            version = importlib.metadata.version("sitefusion")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
+        version = package_version("sitefusion") or "unknown"
         sr = build_series_sr(
             findings,
             classes=run.classes,
