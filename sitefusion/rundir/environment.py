@@ -54,12 +54,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_capability() -> str | None:
+    """The vector instruction set torch dispatches its CPU kernels to (``"AVX512"``, ``"AVX2"``,
+    ``"DEFAULT"``...): two CPUs with one model name can differ here, and so can their results."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # an older or unusual torch build
+        return None
+
+
 def environment_info() -> dict[str, Any]:
-    """Python, platform, CPU, torch thread count and the versions of :data:`PACKAGES`."""
+    """Python, platform, CPU and its kernel instruction set, torch thread count and the versions
+    of :data:`PACKAGES`."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_capability": _cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
         "packages": {name: package_version(name) for name in PACKAGES},

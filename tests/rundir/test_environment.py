@@ -14,6 +14,7 @@ def test_environment_info_names_versions_and_is_json() -> None:
     assert set(env["packages"]) == set(PACKAGES)
     assert env["packages"]["torch"] == torch.__version__
     assert env["torch_threads"] == torch.get_num_threads()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert json.loads(json.dumps(env)) == env  # stored in manifest.json as is
 
 
