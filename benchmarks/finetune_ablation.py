@@ -18,6 +18,11 @@ the trained experts contribute under that setting. Nothing is written to the run
 The printed figures are argmax of the fused logits *before* any ``fusion.site_prior`` shift; use
 ``--dump`` and ``benchmarks/site_prior.py`` to score the shift.
 
+With ``--site-bn`` each fine-tuned system is also scored with its experts' BatchNorm statistics
+re-estimated, per site, on that site's (unlabelled) training rows, each image then predicted
+with its own site's statistics: a paired comparison on the same weights. With ``--tta`` it is
+also scored on the mean softmax over the image and its horizontal, vertical and double flips.
+
 Run: ``.venv/bin/python benchmarks/finetune_ablation.py runs/ham --epochs 8 --seed 0``
 """
 
@@ -122,6 +127,16 @@ def main() -> None:
         type=int,
         default=1,
         help="fine-tune this many copies (seeds seed..seed+K-1, same start) and average weights",
+    )
+    ap.add_argument(
+        "--site-bn",
+        action="store_true",
+        help="also score with BatchNorm statistics re-estimated per site on its training rows",
+    )
+    ap.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score the mean softmax over the image and its three flips (paired)",
     )
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -256,6 +271,30 @@ def main() -> None:
             )
             continue
         _report(name, system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, t0)
+        if args.site_bn:
+            s_train = data.sites[drows[keep]]
+            _print_scores(
+                f"{name} site-bn",
+                _site_bn_predict(system, x_train, s_train, x_hold, s_hold, sites),
+                y_hold,
+                s_hold,
+                _site_bn_predict(system, x_train, s_train, x_test, s_test, sites),
+                y_test,
+                s_test,
+                sites,
+            )
+        if args.tta:
+            _report(
+                f"{name} tta",
+                _FlipTTA(system),
+                x_hold,
+                y_hold,
+                s_hold,
+                x_test,
+                y_test,
+                s_test,
+                sites,
+            )
         dumped[name] = _logits(system, x_hold).round(5).tolist()
     if args.dump is not None:
         payload = {
@@ -283,6 +322,42 @@ class _Ensemble(torch.nn.Module):
         return SimpleNamespace(logits=probs.log())
 
 
+class _FlipTTA(torch.nn.Module):
+    """Mean softmax over the image and its flips along the last two axes, as log-probabilities."""
+
+    def __init__(self, system: torch.nn.Module) -> None:
+        super().__init__()
+        self.system = system
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
+        probs = torch.stack([self.system(v).logits.softmax(1) for v in views]).mean(0)
+        return SimpleNamespace(logits=probs.log())
+
+
+def _site_bn_predict(
+    system: torch.nn.Module,
+    x_train: np.ndarray,
+    s_train: np.ndarray,
+    x: np.ndarray,
+    s: np.ndarray,
+    sites: list[str],
+) -> np.ndarray:
+    """Predictions for ``x``, each site's rows with BatchNorm statistics from its training rows."""
+    pred = np.full(len(x), -1)
+    for site in sites:
+        here, source = s == site, x_train[s_train == site]
+        if not here.any() or not len(source):
+            continue
+        model = copy.deepcopy(system)
+        with torch.no_grad():
+            update_bn(
+                (torch.from_numpy(source[i : i + 64]) for i in range(0, len(source), 64)), model
+            )
+        pred[here] = _predict(model, x[here])
+    return pred
+
+
 def _report(
     name: str,
     system: torch.nn.Module,
@@ -295,7 +370,30 @@ def _report(
     sites: list[str],
     t0: float | None = None,
 ) -> None:
-    p_hold, p_test = _predict(system, x_hold), _predict(system, x_test)
+    _print_scores(
+        name,
+        _predict(system, x_hold),
+        y_hold,
+        s_hold,
+        _predict(system, x_test),
+        y_test,
+        s_test,
+        sites,
+        t0,
+    )
+
+
+def _print_scores(
+    name: str,
+    p_hold: np.ndarray,
+    y_hold: np.ndarray,
+    s_hold: np.ndarray,
+    p_test: np.ndarray,
+    y_test: np.ndarray,
+    s_test: np.ndarray,
+    sites: list[str],
+    t0: float | None = None,
+) -> None:
     hs, ts = (
         _site_bacc(y_hold, p_hold, s_hold, sites),
         _site_bacc(y_test, p_test, s_test, sites),

@@ -8,6 +8,11 @@ target site: the source expert never saw them), so the figures can be used to ch
 normalization. The own-site figure is on the site's fusion split. With ``--pooled`` the other
 sites' images go through the pooled normalizer instead (what pooled training sees).
 
+With ``--site-bn`` it also prints the matrix with each expert's BatchNorm statistics
+re-estimated on the *target* site's unlabelled train and val images (feature-level site
+normalization, as in SiloBN / FedBN-style local statistics), scored on the target's fusion
+split; the plain matrix beside it is then scored on the same fusion-split images.
+
 Run: ``.venv/bin/python benchmarks/normalization_transfer.py configs/ham10000.yaml OUT_DIR
 [--set normalization.params.statistics=robust] [--pooled]``
 """
@@ -15,15 +20,20 @@ Run: ``.venv/bin/python benchmarks/normalization_transfer.py configs/ham10000.ya
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
+from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import load_config
+from sitefusion.experts import SiteExpert
+from sitefusion.normalization import NormalizerBank
 from sitefusion.training.loop import predict_logits
 from sitefusion.training.run import (
+    RunData,
     build_expert,
     fit_normalizers,
     normalize_rows,
@@ -42,6 +52,11 @@ def main() -> None:
         action="store_true",
         help="normalize the other sites' images with the pooled normalizer instead of their own",
     )
+    ap.add_argument(
+        "--site-bn",
+        action="store_true",
+        help="also score each expert with BatchNorm statistics re-estimated on the target site",
+    )
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(cfg.training.threads or 2)
@@ -56,17 +71,42 @@ def main() -> None:
         expert.load_state_dict(run.read_tensors(f"experts/{site}.safetensors"))
         experts[site] = expert.eval()
 
+    variants = ["plain", "site-bn"] if args.site_bn else ["plain"]
+    for variant in variants:
+        if args.site_bn:
+            print(f"\n{variant}: scored on each target's fusion split")
+        _matrix(args, data, bank, experts, sites, variant)
+
+
+def _matrix(
+    args: argparse.Namespace,
+    data: RunData,
+    bank: NormalizerBank,
+    experts: dict[str, SiteExpert],
+    sites: list[str],
+    variant: str,
+) -> None:
+    """Print one expert x target-site matrix of balanced accuracy."""
     print(f"| expert | {' | '.join(sites)} |")
     print("|---" * (len(sites) + 1) + "|")
     cross: dict[str, list[float]] = {t: [] for t in sites}
     for source in sites:
         cells = []
         for target in sites:
-            split = ("fusion",) if target == source else ("train", "val", "fusion")
+            split = ("fusion",) if target == source or args.site_bn else ("train", "val", "fusion")
             rows = data.rows(*split, site=target)
             pooled = args.pooled and target != source
             x = normalize_rows(bank, data, rows, pooled=pooled)
-            pred = predict_logits(experts[source], x).argmax(1)
+            model = experts[source]
+            if variant == "site-bn":
+                model = copy.deepcopy(model)
+                xs = normalize_rows(bank, data, data.rows("train", "val", site=target))
+                with torch.no_grad():
+                    update_bn(
+                        (torch.from_numpy(xs[i : i + 64]) for i in range(0, len(xs), 64)), model
+                    )
+                model.eval()
+            pred = predict_logits(model, x).argmax(1)
             score = float(balanced_accuracy_score(data.labels[rows], pred))
             if target != source:
                 cross[target].append(score)
