@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -197,6 +198,7 @@ def main() -> None:
         f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
         f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter}"
     )
+    on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     dumped: dict[str, list[list[float]]] = {}
     for name, cache in caches.items():
@@ -245,56 +247,25 @@ def main() -> None:
             members.append(system)
         if args.soup > 1:
             for m, member in enumerate(members):
-                _report(
-                    f"{name}[{m}]", member, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites
-                )
+                _report(f"{name}[{m}]", member, on)
             system = copy.deepcopy(start)
             system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
-            _report(f"{name} soup", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
-            update_bn(
-                (torch.from_numpy(x_train[i : i + 64]) for i in range(0, len(x_train), 64)), system
-            )
-            _report(
-                f"{name} soup+bn", system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites
-            )
-            _report(
-                f"{name} ensemble",
-                _Ensemble(members),
-                x_hold,
-                y_hold,
-                s_hold,
-                x_test,
-                y_test,
-                s_test,
-                sites,
-                t0,
-            )
+            _report(f"{name} soup", system, on)
+            update_bn(_batches(x_train), system)
+            _report(f"{name} soup+bn", system, on)
+            _report(f"{name} ensemble", _Ensemble(members), on, t0)
             continue
-        _report(name, system, x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, t0)
+        _report(name, system, on, t0)
         if args.site_bn:
             s_train = data.sites[drows[keep]]
             _print_scores(
                 f"{name} site-bn",
                 _site_bn_predict(system, x_train, s_train, x_hold, s_hold, sites),
-                y_hold,
-                s_hold,
                 _site_bn_predict(system, x_train, s_train, x_test, s_test, sites),
-                y_test,
-                s_test,
-                sites,
+                on,
             )
         if args.tta:
-            _report(
-                f"{name} tta",
-                _FlipTTA(system),
-                x_hold,
-                y_hold,
-                s_hold,
-                x_test,
-                y_test,
-                s_test,
-                sites,
-            )
+            _report(f"{name} tta", _FlipTTA(system), on)
         dumped[name] = _logits(system, x_hold).round(5).tolist()
     if args.dump is not None:
         payload = {
@@ -335,6 +306,23 @@ class _FlipTTA(torch.nn.Module):
         return SimpleNamespace(logits=probs.log())
 
 
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    """The images every variant is scored on: the holdout (for choosing) and the test split."""
+
+    x_hold: np.ndarray
+    y_hold: np.ndarray
+    s_hold: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    s_test: np.ndarray
+    sites: list[str]
+
+
+def _batches(x: np.ndarray, size: int = 64) -> Iterator[torch.Tensor]:
+    return (torch.from_numpy(x[i : i + size]) for i in range(0, len(x), size))
+
+
 def _site_bn_predict(
     system: torch.nn.Module,
     x_train: np.ndarray,
@@ -351,49 +339,19 @@ def _site_bn_predict(
             continue
         model = copy.deepcopy(system)
         with torch.no_grad():
-            update_bn(
-                (torch.from_numpy(source[i : i + 64]) for i in range(0, len(source), 64)), model
-            )
+            update_bn(_batches(source), model)
         pred[here] = _predict(model, x[here])
     return pred
 
 
-def _report(
-    name: str,
-    system: torch.nn.Module,
-    x_hold: np.ndarray,
-    y_hold: np.ndarray,
-    s_hold: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    s_test: np.ndarray,
-    sites: list[str],
-    t0: float | None = None,
-) -> None:
-    _print_scores(
-        name,
-        _predict(system, x_hold),
-        y_hold,
-        s_hold,
-        _predict(system, x_test),
-        y_test,
-        s_test,
-        sites,
-        t0,
-    )
+def _report(name: str, system: torch.nn.Module, on: _Scored, t0: float | None = None) -> None:
+    _print_scores(name, _predict(system, on.x_hold), _predict(system, on.x_test), on, t0)
 
 
 def _print_scores(
-    name: str,
-    p_hold: np.ndarray,
-    y_hold: np.ndarray,
-    s_hold: np.ndarray,
-    p_test: np.ndarray,
-    y_test: np.ndarray,
-    s_test: np.ndarray,
-    sites: list[str],
-    t0: float | None = None,
+    name: str, p_hold: np.ndarray, p_test: np.ndarray, on: _Scored, t0: float | None = None
 ) -> None:
+    y_hold, s_hold, y_test, s_test, sites = on.y_hold, on.s_hold, on.y_test, on.s_test, on.sites
     hs, ts = (
         _site_bacc(y_hold, p_hold, s_hold, sites),
         _site_bacc(y_test, p_test, s_test, sites),
