@@ -61,17 +61,20 @@ from sitefusion.training.run import (
 )
 
 
-def _logits(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+def _logits(system: torch.nn.Module, x: np.ndarray, home: np.ndarray | None = None) -> np.ndarray:
+    """Fused logits of ``x``; ``home [N, E]``: each image's own-site expert flags (the
+    ``fusion.use_home_flag`` input; an image without them counts as from an unseen site)."""
     out = []
     system.eval()
     with torch.inference_mode():
         for i in range(0, len(x), 256):
-            out.append(system(torch.from_numpy(x[i : i + 256])).logits.numpy())
+            rest = () if home is None else (None, torch.from_numpy(home[i : i + 256]))
+            out.append(system(torch.from_numpy(x[i : i + 256]), *rest).logits.numpy())
     return np.concatenate(out)
 
 
-def _predict(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    return _logits(system, x).argmax(1)
+def _predict(system: torch.nn.Module, x: np.ndarray, home: np.ndarray | None = None) -> np.ndarray:
+    return _logits(system, x, home).argmax(1)
 
 
 def _site_bacc(y: np.ndarray, p: np.ndarray, s: np.ndarray, sites: list[str]) -> list[float]:
@@ -95,6 +98,11 @@ def main() -> None:
         "--balance", choices=["class", "site_class"], default=None, help="finetune_balance"
     )
     ap.add_argument("--power", type=float, default=None, help="fusion class_weight_power")
+    ap.add_argument(
+        "--home-flag",
+        action="store_true",
+        help="give the fusion head each expert's own-site flag (fusion.use_home_flag)",
+    )
     ap.add_argument(
         "--unmask-home",
         action="store_true",
@@ -162,6 +170,7 @@ def main() -> None:
         class_weight_power=(
             loaded.cfg.fusion.class_weight_power if args.power is None else args.power
         ),
+        use_home_flag=args.home_flag or loaded.cfg.fusion.use_home_flag,
     )
     training_cfg = dataclasses.replace(
         loaded.cfg.training,
@@ -196,9 +205,11 @@ def main() -> None:
         f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} anchor={args.anchor} "
         f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
         f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
-        f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter}"
+        f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter} "
+        f"home_flag={fusion_cfg.use_home_flag}"
     )
-    on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
+    h_test = s_test[:, None] == np.asarray(sites)[None, :]
+    on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, rows.home[hold], h_test)
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     dumped: dict[str, list[list[float]]] = {}
     for name, cache in caches.items():
@@ -260,13 +271,13 @@ def main() -> None:
             s_train = data.sites[drows[keep]]
             _print_scores(
                 f"{name} site-bn",
-                _site_bn_predict(system, x_train, s_train, x_hold, s_hold, sites),
-                _site_bn_predict(system, x_train, s_train, x_test, s_test, sites),
+                _site_bn_predict(system, x_train, s_train, x_hold, s_hold, on.h_hold, sites),
+                _site_bn_predict(system, x_train, s_train, x_test, s_test, on.h_test, sites),
                 on,
             )
         if args.tta:
             _report(f"{name} tta", _FlipTTA(system), on)
-        dumped[name] = _logits(system, x_hold).round(5).tolist()
+        dumped[name] = _logits(system, x_hold, on.h_hold).round(5).tolist()
     if args.dump is not None:
         payload = {
             "setting": setting,
@@ -288,8 +299,8 @@ class _Ensemble(torch.nn.Module):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor) -> SimpleNamespace:
-        probs = torch.stack([m(x).logits.softmax(1) for m in self.members]).mean(0)
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor | None) -> SimpleNamespace:
+        probs = torch.stack([m(x, *rest).logits.softmax(1) for m in self.members]).mean(0)
         return SimpleNamespace(logits=probs.log())
 
 
@@ -300,9 +311,9 @@ class _FlipTTA(torch.nn.Module):
         super().__init__()
         self.system = system
 
-    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor | None) -> SimpleNamespace:
         views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
-        probs = torch.stack([self.system(v).logits.softmax(1) for v in views]).mean(0)
+        probs = torch.stack([self.system(v, *rest).logits.softmax(1) for v in views]).mean(0)
         return SimpleNamespace(logits=probs.log())
 
 
@@ -317,6 +328,8 @@ class _Scored:
     y_test: np.ndarray
     s_test: np.ndarray
     sites: list[str]
+    h_hold: np.ndarray  # [N, E] own-site expert flags
+    h_test: np.ndarray
 
 
 def _batches(x: np.ndarray, size: int = 64) -> Iterator[torch.Tensor]:
@@ -329,6 +342,7 @@ def _site_bn_predict(
     s_train: np.ndarray,
     x: np.ndarray,
     s: np.ndarray,
+    home: np.ndarray,
     sites: list[str],
 ) -> np.ndarray:
     """Predictions for ``x``, each site's rows with BatchNorm statistics from its training rows."""
@@ -340,12 +354,13 @@ def _site_bn_predict(
         model = copy.deepcopy(system)
         with torch.no_grad():
             update_bn(_batches(source), model)
-        pred[here] = _predict(model, x[here])
+        pred[here] = _predict(model, x[here], home[here])
     return pred
 
 
 def _report(name: str, system: torch.nn.Module, on: _Scored, t0: float | None = None) -> None:
-    _print_scores(name, _predict(system, on.x_hold), _predict(system, on.x_test), on, t0)
+    p_hold, p_test = _predict(system, on.x_hold, on.h_hold), _predict(system, on.x_test, on.h_test)
+    _print_scores(name, p_hold, p_test, on, t0)
 
 
 def _print_scores(
