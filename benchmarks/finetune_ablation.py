@@ -33,7 +33,6 @@ import copy
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,13 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
-from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import load_config
 from sitefusion.experts import average_state_dicts
 from sitefusion.inference import LoadedRun
 from sitefusion.training.features import load_feature_cache
-from sitefusion.training.finetune import FusedSystem, finetune_fusion
+from sitefusion.training.finetune import FusedSystem, finetune_fusion, recompute_batchnorm
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.run import (
     build_expert,
@@ -262,7 +260,7 @@ def main() -> None:
             system = copy.deepcopy(start)
             system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
             _report(f"{name} soup", system, on)
-            update_bn(_batches(x_train), system)
+            recompute_batchnorm(system, x_train)
             _report(f"{name} soup+bn", system, on)
             _report(f"{name} ensemble", _Ensemble(members), on, t0)
             continue
@@ -332,10 +330,6 @@ class _Scored:
     h_test: np.ndarray
 
 
-def _batches(x: np.ndarray, size: int = 64) -> Iterator[torch.Tensor]:
-    return (torch.from_numpy(x[i : i + size]) for i in range(0, len(x), size))
-
-
 def _site_bn_predict(
     system: torch.nn.Module,
     x_train: np.ndarray,
@@ -352,8 +346,7 @@ def _site_bn_predict(
         if not here.any() or not len(source):
             continue
         model = copy.deepcopy(system)
-        with torch.no_grad():
-            update_bn(_batches(source), model)
+        recompute_batchnorm(model, source)
         pred[here] = _predict(model, x[here], home[here])
     return pred
 

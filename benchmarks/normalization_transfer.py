@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
-from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import load_config
 from sitefusion.experts import SiteExpert
 from sitefusion.normalization import NormalizerBank
+from sitefusion.training.finetune import recompute_batchnorm
 from sitefusion.training.loop import predict_logits
 from sitefusion.training.run import (
     RunData,
@@ -90,6 +90,7 @@ def _matrix(
     print(f"| expert | {' | '.join(sites)} |")
     print("|---" * (len(sites) + 1) + "|")
     cross: dict[str, list[float]] = {t: [] for t in sites}
+    unlabelled: dict[str, np.ndarray] = {}  # target -> its train + val images, normalized once
     for source in sites:
         cells = []
         for target in sites:
@@ -99,13 +100,11 @@ def _matrix(
             x = normalize_rows(bank, data, rows, pooled=pooled)
             model = experts[source]
             if variant == "site-bn":
+                if target not in unlabelled:
+                    rows_tv = data.rows("train", "val", site=target)
+                    unlabelled[target] = normalize_rows(bank, data, rows_tv)
                 model = copy.deepcopy(model)
-                xs = normalize_rows(bank, data, data.rows("train", "val", site=target))
-                with torch.no_grad():
-                    update_bn(
-                        (torch.from_numpy(xs[i : i + 64]) for i in range(0, len(xs), 64)), model
-                    )
-                model.eval()
+                recompute_batchnorm(model, unlabelled[target])
             pred = predict_logits(model, x).argmax(1)
             score = float(balanced_accuracy_score(data.labels[rows], pred))
             if target != source:

@@ -32,6 +32,7 @@ __all__ = [
     "finetune_fusion",
     "finetune_soup",
     "load_expert_states",
+    "recompute_batchnorm",
 ]
 
 
@@ -241,9 +242,20 @@ def finetune_soup(
     system.load_state_dict(average_state_dicts(states))
     # The members' running statistics do not describe their average's activations: recompute
     # them over the (unaugmented) training images with PyTorch's SWA helper.
-    update_bn(
-        (torch.from_numpy(images[i : i + batch_size]) for i in range(0, len(images), batch_size)),
-        system,
-    )
+    recompute_batchnorm(system, images, batch_size)
     system.eval()
     return curves
+
+
+def recompute_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> None:
+    """Reset ``model``'s BatchNorm running statistics and re-estimate them over ``images``
+    ``[N, C, *S]`` (unaugmented, no gradients) with PyTorch's SWA helper ``update_bn``; the
+    model's train/eval mode is left as it was."""
+    with torch.no_grad():
+        update_bn(
+            (
+                torch.from_numpy(images[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ),
+            model,
+        )
