@@ -9,6 +9,7 @@ that two runs whose weights differ can be told apart by cause. Nothing here iden
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -17,7 +18,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["PACKAGES", "environment_info", "package_version", "record_environment"]
+__all__ = [
+    "KERNEL_VARIABLES",
+    "PACKAGES",
+    "environment_info",
+    "package_version",
+    "record_environment",
+]
 
 #: Distributions whose versions can change numerical results or file formats.
 PACKAGES: tuple[str, ...] = (
@@ -31,6 +38,18 @@ PACKAGES: tuple[str, ...] = (
     "nibabel",
     "pydicom",
     "safetensors",
+)
+
+
+#: Environment variables that choose which CPU kernels (or how many threads) torch, oneDNN and
+#: MKL use. On one machine, lowering ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA`` each
+#: changed the weights 20 training steps end with (docs/benchmarks.md).
+KERNEL_VARIABLES: tuple[str, ...] = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "OMP_NUM_THREADS",
 )
 
 
@@ -64,13 +83,14 @@ def _cpu_capability() -> str | None:
 
 
 def environment_info() -> dict[str, Any]:
-    """Python, platform, CPU and its kernel instruction set, torch thread count and the versions
-    of :data:`PACKAGES`."""
+    """Python, platform, CPU and its kernel instruction set, those of :data:`KERNEL_VARIABLES`
+    that are set, torch thread count and the versions of :data:`PACKAGES`."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_capability": _cpu_capability(),
+        "kernel_variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
         "packages": {name: package_version(name) for name in PACKAGES},

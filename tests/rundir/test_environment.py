@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from sitefusion.rundir.environment import PACKAGES, environment_info, record_environment
+from sitefusion.rundir.environment import (
+    KERNEL_VARIABLES,
+    PACKAGES,
+    environment_info,
+    record_environment,
+)
 
 
 def test_environment_info_names_versions_and_is_json() -> None:
@@ -16,6 +22,17 @@ def test_environment_info_names_versions_and_is_json() -> None:
     assert env["torch_threads"] == torch.get_num_threads()
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert json.loads(json.dumps(env)) == env  # stored in manifest.json as is
+
+
+def test_environment_info_records_only_the_kernel_variables_that_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in KERNEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert environment_info()["kernel_variables"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("SITEFUSION_UNRELATED", "1")
+    assert environment_info()["kernel_variables"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def test_record_environment_appends_only_changes() -> None:
