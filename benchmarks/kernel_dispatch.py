@@ -1,7 +1,7 @@
 """Do the CPU kernels torch picks change what training produces? A 20-step fingerprint.
 
-Trains the HAM10000 expert architecture (the ``compact`` MONAI ResNet, 3x64x64 inputs, 7
-classes) for 20 AdamW steps on one fixed batch of random images and prints the instruction set
+Trains the expert of ``configs/ham10000.yaml`` (built as ``sitefusion train`` builds it: the
+``compact`` MONAI ResNet on 3x64x64 inputs, one output per class) for 20 AdamW steps on one fixed batch of random images and prints the instruction set
 torch dispatched to, the final loss and a SHA-256 prefix of the weights. Run it under different
 kernel-selecting environment variables (they must be set before torch starts) and compare the
 fingerprints: equal means bit-identical weights.
@@ -16,22 +16,27 @@ Run::
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from sitefusion.experts import SiteExpert
+from sitefusion.config import load_config
 from sitefusion.rundir.environment import environment_info
+from sitefusion.training.run import build_expert
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ham10000.yaml"
 
 
 def main() -> None:
+    cfg = load_config(CONFIG)
+    num_classes = len(cfg.data.classes)
+    shape = (32, cfg.data.channels, *cfg.data.spatial_size)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    model = SiteExpert(
-        backbone="compact", spatial_dims=2, in_channels=3, feature_dim=64, num_classes=7, params={}
-    )
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(32, 3, 64, 64)).astype(np.float32))
-    y = torch.arange(32) % 7
+    model = build_expert(cfg, num_classes)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    y = torch.arange(32) % num_classes
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     loss = torch.zeros(())
     for _ in range(20):
