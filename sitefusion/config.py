@@ -113,12 +113,6 @@ class TrainingConfig:
     ``colour_jitter > 0`` adds per-channel random scale and shift of that size to the normalized
     training images, and a random gamma: residual colour and contrast variation that a site's
     affine normalization leaves (``augment`` must be on; fine-tuning uses it too).
-
-    ``cpu_isa`` caps the vector instruction set of torch's and oneDNN's CPU kernels (see
-    :func:`sitefusion.rundir.environment.pin_cpu_kernels`). Training is bit-for-bit repeatable for
-    one instruction set but not across them, so a configuration whose results are published pins
-    the lowest level its users' CPUs share: ``avx2`` makes an AVX512 machine train exactly what an
-    AVX2 machine trains. ``None`` uses what the CPU offers.
     """
 
     epochs: int = 10
@@ -132,7 +126,6 @@ class TrainingConfig:
     class_weighting: bool = True
     device: str = "cpu"
     threads: int | None = None
-    cpu_isa: Literal["avx2", "avx512"] | None = None
 
 
 @dataclass(frozen=True)

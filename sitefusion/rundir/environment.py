@@ -18,14 +18,11 @@ from typing import Any
 
 import torch
 
-from sitefusion.errors import ConfigError
-
 __all__ = [
     "KERNEL_VARIABLES",
     "PACKAGES",
     "environment_info",
     "package_version",
-    "pin_cpu_kernels",
     "record_environment",
 ]
 
@@ -54,52 +51,6 @@ KERNEL_VARIABLES: tuple[str, ...] = (
     "MKL_ENABLE_INSTRUCTIONS",
     "OMP_NUM_THREADS",
 )
-
-
-#: For each level of ``training.cpu_isa``: the value of ``ATEN_CPU_CAPABILITY`` (torch's own
-#: kernels), of ``ONEDNN_MAX_CPU_ISA`` (oneDNN's convolutions) and what
-#: ``torch.backends.cpu.get_cpu_capability()`` then reports.
-CPU_ISA_LEVELS: dict[str, tuple[str, str, str]] = {
-    "avx2": ("avx2", "AVX2", "AVX2"),
-    "avx512": ("avx512", "AVX512_CORE", "AVX512"),
-}
-
-
-def pin_cpu_kernels(isa: str | None, source: str | None = None) -> list[str]:
-    """Cap torch's and oneDNN's CPU kernels at instruction set ``isa``; returns warnings.
-
-    Both libraries read their variable once, when they first choose a kernel: this sets
-    ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA`` for the rest of the process, which pins the
-    kernels if nothing has run on them yet (the case for ``sitefusion train``). A variable the user
-    already set to another value is an error, not overridden. Torch reports the level it
-    dispatches to, so a process where it already chose a higher one, or a CPU without ``isa``,
-    gets a warning: its weights will not be those that CPUs running ``isa`` train. oneDNN offers
-    no such report; the run manifest records the variables and torch's level either way.
-    ``source`` (the config file) prefixes the error.
-    """
-    if isa is None:
-        return []
-    if isa not in CPU_ISA_LEVELS:
-        raise ValueError(f"unknown cpu_isa {isa!r}; expected one of {sorted(CPU_ISA_LEVELS)}")
-    aten, onednn, reported = CPU_ISA_LEVELS[isa]
-    for name, value in (("ATEN_CPU_CAPABILITY", aten), ("ONEDNN_MAX_CPU_ISA", onednn)):
-        current = os.environ.get(name)
-        if current is not None and current.lower() != value.lower():
-            where = f"{source}: " if source else ""
-            raise ConfigError(
-                f"{where}training.cpu_isa is {isa!r} but the environment sets {name}={current}; "
-                f"unset {name} or change training.cpu_isa"
-            )
-        os.environ[name] = value
-    actual = _cpu_capability()
-    if actual is not None and actual != reported:
-        return [
-            f"training.cpu_isa is {isa!r} but torch dispatches to {actual} kernels in this "
-            f"process (the CPU lacks {isa}, or torch chose its kernels before the pin; set "
-            f"ATEN_CPU_CAPABILITY={aten} ONEDNN_MAX_CPU_ISA={onednn} before starting Python): "
-            "the weights will differ from those trained with the pin"
-        ]
-    return []
 
 
 def package_version(name: str) -> str | None:

@@ -49,11 +49,7 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import apply_site_prior, site_prior_offsets
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
-from sitefusion.rundir.environment import (
-    environment_info,
-    pin_cpu_kernels,
-    record_environment,
-)
+from sitefusion.rundir.environment import environment_info, record_environment
 from sitefusion.training.features import (
     ExpertFeatures,
     extract_features,
@@ -118,10 +114,7 @@ def _log(console: Console | None, message: str) -> None:
         console.print(message)
 
 
-def _set_threads(cfg: Config, console: Console | None = None) -> None:
-    """Thread count and CPU kernel pin of ``cfg.training`` (both before any kernel runs)."""
-    for warning in pin_cpu_kernels(cfg.training.cpu_isa, cfg.source_path):
-        _log(console, f"warning: {warning}")
+def _set_threads(cfg: Config) -> None:
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
 
@@ -847,7 +840,7 @@ def train_run(
     ``sites`` limits the expert stage to those sites and stops after it (the per-site pipeline a
     hospital runs where its data lives).
     """
-    _set_threads(cfg, console)
+    _set_threads(cfg)
     out = Path(out)
     timings: dict[str, float] = {}
     t = time.perf_counter()
