@@ -146,6 +146,10 @@ class FusionConfig:
     keeps the average of their weights (a model soup). ``finetune_balance: site_class`` weights
     the fine-tuning loss so that every site counts equally and, within a site, every class
     (``class_weight_power`` applies); ``class`` balances classes over all sites pooled.
+    ``logit_adjust`` and ``site_logit_adjust`` replace the class weights by the logit-adjusted
+    loss (unweighted cross-entropy on ``logits + log p(c)``; Menon et al., ICLR 2021), with the
+    class frequencies of all fine-tuning rows or of each row's own site (floored at
+    ``site_prior_floor``); predictions use the logits alone.
     ``site_prior > 0`` shifts every fusion's logits for an image of a known site by that share
     of the site's log class frequencies against all sites' (each floored at
     ``site_prior_floor``; :mod:`sitefusion.fusion.site_prior`), so its decisions follow the
@@ -167,7 +171,7 @@ class FusionConfig:
     finetune_lr: float = 1e-3
     finetune_anchor: float = 0.0
     finetune_soup: int = 1
-    finetune_balance: Literal["class", "site_class"] = "class"
+    finetune_balance: Literal["class", "site_class", "logit_adjust", "site_logit_adjust"] = "class"
     calibration_fraction: float = 0.1
     site_prior: float = 0.0
     site_prior_floor: float = 0.01

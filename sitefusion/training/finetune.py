@@ -24,7 +24,7 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import FusionOutput
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
-from sitefusion.training.loop import class_weights, site_class_weights
+from sitefusion.training.loop import class_weights, logit_adjustments, site_class_weights
 
 __all__ = [
     "FusedSystem",
@@ -122,6 +122,18 @@ def finetune_fusion(
         def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
             w = row_weight[idx]
             return (w * per_row(logits, target)).sum() / w.sum()
+
+    elif cfg.finetune_balance in ("logit_adjust", "site_logit_adjust"):
+        # Unweighted cross-entropy on prior-shifted logits; predictions use the logits alone.
+        site = np.where(home.any(1), home.argmax(1), -1)
+        groups = site if cfg.finetune_balance == "site_logit_adjust" else np.zeros_like(site)
+        offsets = torch.from_numpy(
+            logit_adjustments(labels, groups, num_classes, floor=cfg.site_prior_floor)
+        )
+        plain = nn.CrossEntropyLoss()
+
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            return plain(logits + offsets[idx], target)
 
     else:
         weighted = nn.CrossEntropyLoss(

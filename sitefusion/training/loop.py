@@ -28,6 +28,7 @@ __all__ = [
     "class_weights",
     "epoch_steps",
     "fit_classifier",
+    "logit_adjustments",
     "predict_logits",
     "site_class_weights",
 ]
@@ -94,6 +95,33 @@ def site_class_weights(
     cell = counts[g, labels] * present[g] * len(names)
     w = (1.0 / cell) ** power
     return np.asarray(w / w.mean(), dtype=np.float32)
+
+
+def logit_adjustments(
+    labels: np.ndarray, groups: np.ndarray, num_classes: int, floor: float = 0.01
+) -> np.ndarray:
+    """Per-image logit offsets ``[N, K]``: the log class frequencies of each image's group.
+
+    The logit-adjusted loss (Menon et al., ICLR 2021) trains on ``logits + log p(c)`` with plain,
+    unweighted cross-entropy and predicts from the logits alone; the offsets make the network
+    learn scores free of the training prior, which is what balanced accuracy rewards, without
+    the few-image, high-weight gradients of inverse-frequency weights. With ``groups [N]`` the
+    images' sites, each image gets its own site's prior, so the scores are free of every site's
+    case mix. Frequencies are floored at ``floor`` and renormalised per group, so that a class
+    a site has barely seen does not get an extreme offset.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if labels.shape != groups.shape:
+        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must have one shape")
+    if not 0.0 < floor < 1.0 / num_classes:
+        raise ValueError(f"floor must be in (0, 1/{num_classes}), got {floor}")
+    names, g = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(names), num_classes))
+    np.add.at(counts, (g, labels), 1.0)
+    p = np.maximum(counts / counts.sum(1, keepdims=True), floor)
+    p /= p.sum(1, keepdims=True)
+    return np.asarray(np.log(p)[g], dtype=np.float32)
 
 
 @torch.inference_mode()

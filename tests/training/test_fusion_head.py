@@ -8,7 +8,7 @@ import torch
 
 from sitefusion.config import FusionConfig
 from sitefusion.training.fusion_head import expert_dropout_mask, fit_fusion
-from sitefusion.training.loop import class_weights, site_class_weights
+from sitefusion.training.loop import class_weights, logit_adjustments, site_class_weights
 
 
 def test_class_weights_powers() -> None:
@@ -38,6 +38,24 @@ def test_site_class_weights_give_each_site_and_each_class_within_it_equal_weight
         site_class_weights(y, site[:-1], 3)
 
 
+def test_logit_adjustments_are_each_sites_floored_log_prior() -> None:
+    y = np.array([0, 0, 0, 1, 0, 1])
+    site = np.array(["a", "a", "a", "a", "b", "b"])
+    off = logit_adjustments(y, site, 3, floor=0.01)
+    # site a: 3/4, 1/4, 0 -> class 2 floored at 0.01, then renormalised (sum 1.01)
+    np.testing.assert_allclose(np.exp(off[0]), [0.75 / 1.01, 0.25 / 1.01, 0.01 / 1.01], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(off[5]), [0.5 / 1.01, 0.5 / 1.01, 0.01 / 1.01], rtol=1e-6)
+    assert (off[:4] == off[0]).all() and (off[4:] == off[4]).all()
+    pooled = logit_adjustments(y, np.zeros(6), 3, floor=0.01)
+    np.testing.assert_allclose(
+        np.exp(pooled[0]), [4 / 6 / 1.01, 2 / 6 / 1.01, 0.01 / 1.01], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="one shape"):
+        logit_adjustments(y, site[:-1], 3)
+    with pytest.raises(ValueError, match="floor"):
+        logit_adjustments(y, site, 3, floor=0.5)
+
+
 def test_site_class_balance_changes_what_finetuning_learns() -> None:
     """The rows' own-site flags decide the sites; the weighting must reach the loss."""
     from sitefusion.experts import SiteExpert
@@ -51,7 +69,7 @@ def test_site_class_balance_changes_what_finetuning_learns() -> None:
     home[:48, 0] = True
     home[48:, 1] = True
     ends = []
-    for balance in ("class", "site_class"):
+    for balance in ("class", "site_class", "logit_adjust", "site_logit_adjust"):
         torch.manual_seed(0)
         experts = [
             SiteExpert(
@@ -74,7 +92,9 @@ def test_site_class_balance_changes_what_finetuning_learns() -> None:
         )
         assert all(np.isfinite(curve))
         ends.append(torch.cat([p.detach().flatten() for p in system.parameters()]))
-    assert not torch.allclose(ends[0], ends[1])
+    for i in range(len(ends)):
+        for j in range(i):
+            assert not torch.allclose(ends[i], ends[j]), (i, j)
 
 
 def test_expert_dropout_never_drops_every_expert() -> None:
