@@ -91,9 +91,19 @@ def main() -> None:
     ap.add_argument("--freeze", default="", help="comma-separated parameter-name prefixes")
     ap.add_argument("--rows", choices=["all", "fusion"], default="all")
     ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
+    ap.add_argument(
+        "--fold",
+        default=None,
+        metavar="K/N",
+        help="hold out fold K of N of the fusion split's groups instead of --holdout (run "
+        "K = 0..N-1 with --dump and combine the dumps with benchmarks/cv_compare.py)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
     ap.add_argument(
-        "--balance", choices=["class", "site_class"], default=None, help="finetune_balance"
+        "--balance",
+        choices=["class", "site_class", "logit_adjust", "site_logit_adjust"],
+        default=None,
+        help="finetune_balance",
     )
     ap.add_argument("--power", type=float, default=None, help="fusion class_weight_power")
     ap.add_argument(
@@ -186,7 +196,10 @@ def main() -> None:
     }
     feats = caches["fusion"]
     rows = head_rows(cfg, data, feats)
-    hold = calibration_holdout(cfg, rows, data, feats)  # seeded by the run's seed: fixed
+    if args.fold is None:
+        hold = calibration_holdout(cfg, rows, data, feats)  # seeded by the run's seed: fixed
+    else:
+        hold = _fold_rows(args.fold, cfg.seed, rows.groups, data, feats.ids, rows.positions)
     keep = ~hold
     if args.rows == "fusion":
         keep &= np.array([data.splits[feats.ids[j]] == "fusion" for j in rows.positions])
@@ -204,7 +217,7 @@ def main() -> None:
         f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
         f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
         f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter} "
-        f"home_flag={fusion_cfg.use_home_flag}"
+        f"home_flag={fusion_cfg.use_home_flag} fold={args.fold or '-'}"
     )
     h_test = s_test[:, None] == np.asarray(sites)[None, :]
     on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, rows.home[hold], h_test)
@@ -281,13 +294,40 @@ def main() -> None:
             "setting": setting,
             "classes": list(data.manifest.classes),
             "sites": sites,
-            "holdout": {"labels": y_hold.tolist(), "sites": s_hold.tolist(), "logits": dumped},
+            "holdout": {
+                "labels": y_hold.tolist(),
+                "sites": s_hold.tolist(),
+                "logits": dumped,
+                # groups as codes (their rank among the run's groups), never the ids themselves
+                "groups": np.searchsorted(np.unique(rows.groups), rows.groups[hold]).tolist(),
+            },
             "training": {
                 "labels": rows.labels[keep].tolist(),
                 "sites": data.sites[drows[keep]].tolist(),
             },
         }
         args.dump.write_text(json.dumps(payload))
+
+
+def _fold_rows(
+    spec: str, seed: int, groups: np.ndarray, data: Any, ids: Any, positions: np.ndarray
+) -> np.ndarray:
+    """``[M]`` bool: the fusion-split rows whose group falls in fold ``K`` of ``N`` (``"K/N"``).
+
+    The fusion split's groups are shuffled once (seeded by the run's seed) and cut into ``N``
+    near-equal folds, so the folds of one run never overlap and together cover the split.
+    """
+    try:
+        k, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise SystemExit(f"--fold: expected K/N such as 0/3, got {spec!r}") from None
+    if not 0 <= k < n or n < 2:
+        raise SystemExit(f"--fold: need 0 <= K < N and N >= 2, got {spec!r}")
+    fusion = np.array([data.splits[ids[j]] == "fusion" for j in positions])
+    names = np.array(sorted(set(groups[fusion].tolist())), dtype=object)
+    order = np.random.default_rng([seed, 4243]).permutation(len(names))
+    chosen = set(np.array_split(names[order], n)[k].tolist())
+    return fusion & np.array([g in chosen for g in groups])
 
 
 class _Ensemble(torch.nn.Module):
