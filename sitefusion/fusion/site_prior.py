@@ -21,10 +21,11 @@ import numpy as np
 
 from sitefusion.errors import ConfigError
 
-__all__ = ["apply_site_prior", "site_prior_offsets"]
+__all__ = ["apply_site_prior", "floored_frequencies", "site_prior_offsets"]
 
 
-def _floored(counts: np.ndarray, floor: float) -> np.ndarray:
+def floored_frequencies(counts: np.ndarray, floor: float) -> np.ndarray:
+    """Class frequencies of ``counts [K]``, each floored at ``floor`` and renormalised."""
     p = counts / counts.sum() if counts.sum() > 0 else np.full(len(counts), 1.0 / len(counts))
     p = np.maximum(p, floor)
     return p / p.sum()
@@ -57,12 +58,14 @@ def site_prior_offsets(
         raise ValueError(f"{len(labels)} labels but {len(sites)} site entries")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be class indices in [0, {num_classes})")
-    pooled = np.log(_floored(np.bincount(labels, minlength=num_classes).astype(float), floor))
+    pooled = np.log(
+        floored_frequencies(np.bincount(labels, minlength=num_classes).astype(float), floor)
+    )
     out = np.zeros((len(site_names), num_classes))
     for e, name in enumerate(site_names):
         counts = np.bincount(labels[sites == name], minlength=num_classes).astype(float)
         if counts.sum() > 0:
-            out[e] = strength * (np.log(_floored(counts, floor)) - pooled)
+            out[e] = strength * (np.log(floored_frequencies(counts, floor)) - pooled)
     return out
 
 

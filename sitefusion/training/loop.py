@@ -18,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from sitefusion.config import TrainingConfig
+from sitefusion.fusion.site_prior import floored_frequencies
 from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -119,8 +120,7 @@ def logit_adjustments(
     names, g = np.unique(groups, return_inverse=True)
     counts = np.zeros((len(names), num_classes))
     np.add.at(counts, (g, labels), 1.0)
-    p = np.maximum(counts / counts.sum(1, keepdims=True), floor)
-    p /= p.sum(1, keepdims=True)
+    p = np.stack([floored_frequencies(c, floor) for c in counts])
     return np.asarray(np.log(p)[g], dtype=np.float32)
 
 
