@@ -45,8 +45,9 @@ from sitefusion.config import load_config
 from sitefusion.experts import average_state_dicts
 from sitefusion.inference import LoadedRun
 from sitefusion.training.features import load_feature_cache
-from sitefusion.training.finetune import FusedSystem, finetune_fusion, recompute_batchnorm
+from sitefusion.training.finetune import FusedSystem, finetune_fusion
 from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.training.loop import recompute_batchnorm
 from sitefusion.training.run import (
     build_expert,
     cache_features,

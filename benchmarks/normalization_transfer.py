@@ -30,8 +30,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sitefusion.config import load_config
 from sitefusion.experts import SiteExpert
 from sitefusion.normalization import NormalizerBank
-from sitefusion.training.finetune import recompute_batchnorm
-from sitefusion.training.loop import predict_logits
+from sitefusion.training.loop import predict_logits, recompute_batchnorm
 from sitefusion.training.run import (
     RunData,
     build_expert,

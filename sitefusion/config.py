@@ -113,6 +113,12 @@ class TrainingConfig:
     ``colour_jitter > 0`` adds per-channel random scale and shift of that size to the normalized
     training images, and a random gamma: residual colour and contrast variation that a site's
     affine normalization leaves (``augment`` must be on; fine-tuning uses it too).
+
+    ``swa_epochs > 0`` replaces early stopping by stochastic weight averaging: the network kept is
+    the average of its weights after each of the last ``swa_epochs`` epochs of the cosine
+    schedule, with BatchNorm statistics re-estimated on the training images; ``patience`` is then
+    unused and validation is only recorded. Selecting one epoch on a small site's validation set
+    picks noise; the average does not select.
     """
 
     epochs: int = 10
@@ -121,6 +127,7 @@ class TrainingConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 4
+    swa_epochs: int = 0
     augment: bool = True
     colour_jitter: float = 0.0
     class_weighting: bool = True
@@ -369,6 +376,10 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("lr", obj.lr, "a positive learning rate")
         if obj.patience < 1:
             raise bad("patience", obj.patience, "a positive integer")
+        if not 0 <= obj.swa_epochs <= obj.epochs:
+            raise bad(
+                "swa_epochs", obj.swa_epochs, f"0 (off) or a number of epochs up to {obj.epochs}"
+            )
         if not 0.0 <= obj.colour_jitter < 1.0:
             raise bad("colour_jitter", obj.colour_jitter, "0 (off) or a strength below 1")
     elif isinstance(obj, FusionConfig):

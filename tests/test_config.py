@@ -68,6 +68,13 @@ def test_negative_finetune_anchor_is_refused(tmp_path: Path) -> None:
         load_config(p)
 
 
+@pytest.mark.parametrize("swa", [-1, 7])
+def test_swa_epochs_outside_the_schedule_is_refused(tmp_path: Path, swa: int) -> None:
+    p = write(tmp_path, f"training:\n  epochs: 6\n  swa_epochs: {swa}\n")
+    with pytest.raises(ConfigError, match=r"training\.swa_epochs.*up to 6"):
+        load_config(p)
+
+
 def test_unknown_finetune_balance_is_refused(tmp_path: Path) -> None:
     p = write(tmp_path, "fusion:\n  finetune_balance: sites\n")
     with pytest.raises(ConfigError, match=r"fusion\.finetune_balance.*site_class"):

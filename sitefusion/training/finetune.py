@@ -17,14 +17,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import FusionConfig
 from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import FusionOutput
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
-from sitefusion.training.loop import class_weights, logit_adjustments, site_class_weights
+from sitefusion.training.loop import (
+    class_weights,
+    logit_adjustments,
+    recompute_batchnorm,
+    site_class_weights,
+)
 
 __all__ = [
     "FusedSystem",
@@ -32,7 +36,6 @@ __all__ = [
     "finetune_fusion",
     "finetune_soup",
     "load_expert_states",
-    "recompute_batchnorm",
 ]
 
 
@@ -257,17 +260,3 @@ def finetune_soup(
     recompute_batchnorm(system, images, batch_size)
     system.eval()
     return curves
-
-
-def recompute_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> None:
-    """Reset ``model``'s BatchNorm running statistics and re-estimate them over ``images``
-    ``[N, C, *S]`` (unaugmented, no gradients) with PyTorch's SWA helper ``update_bn``; the
-    model's train/eval mode is left as it was."""
-    with torch.no_grad():
-        update_bn(
-            (
-                torch.from_numpy(images[i : i + batch_size])
-                for i in range(0, len(images), batch_size)
-            ),
-            model,
-        )

@@ -2,7 +2,9 @@
 
 In-memory tensors in, best weights out; class-weighted cross-entropy, AdamW with a cosine
 learning-rate schedule and a short warm-up, early stopping on the validation balanced accuracy,
-and a checkpoint after every epoch so that an interrupted run resumes where it stopped.
+and a checkpoint after every epoch so that an interrupted run resumes where it stopped. With
+``swa_epochs`` the result is instead the average of the weights after each of the last epochs
+(stochastic weight averaging, Izmailov et al., UAI 2018), with BatchNorm statistics re-estimated.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import TrainingConfig
+from sitefusion.experts import average_state_dicts
 from sitefusion.fusion.site_prior import floored_frequencies
 from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
@@ -31,6 +35,7 @@ __all__ = [
     "fit_classifier",
     "logit_adjustments",
     "predict_logits",
+    "recompute_batchnorm",
     "site_class_weights",
 ]
 
@@ -137,6 +142,20 @@ def predict_logits(
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
+def recompute_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> None:
+    """Reset ``model``'s BatchNorm running statistics and re-estimate them over ``images``
+    ``[N, C, *S]`` (unaugmented, no gradients) with PyTorch's SWA helper ``update_bn``; the
+    model's train/eval mode is left as it was."""
+    with torch.no_grad():
+        update_bn(
+            (
+                torch.from_numpy(images[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ),
+            model,
+        )
+
+
 def epoch_steps(n_images: int, cfg: TrainingConfig) -> int:
     """Optimizer steps per epoch: one pass over the data, but at least ``min_steps_per_epoch``.
 
@@ -176,6 +195,10 @@ def fit_classifier(
         x_val, y_val: validation images of the same site (early stopping); may be empty, then
             the last epoch is kept.
         cfg: epochs, batch size, learning rate, weight decay, patience, augmentation, weighting.
+            With ``cfg.swa_epochs > 0`` there is no early stopping: the weights after each of the
+            last ``swa_epochs`` epochs are averaged (the running mean is what checkpoints keep as
+            "best"), and the average's BatchNorm statistics are re-estimated over ``x_train``;
+            validation is still scored every epoch, for the history.
         seed: fixes data order, augmentation and dropout epoch by epoch, so that a resumed run
             follows the same path as an uninterrupted one.
         run, checkpoint_stem: where per-epoch checkpoints go (``None``: no checkpoints).
@@ -201,6 +224,7 @@ def fit_classifier(
 
     n = len(x_train)
     steps = epoch_steps(n, cfg)
+    swa_start = cfg.epochs - cfg.swa_epochs if cfg.swa_epochs > 0 else None
     for epoch in range(state.epoch + 1, cfg.epochs):
         if state.stopped:
             break
@@ -247,7 +271,18 @@ def fit_classifier(
         score = (val_bacc if not math.isnan(val_bacc) else 0.0) - 1e-3 * (
             val_loss if not math.isnan(val_loss) else 0.0
         )
-        if not len(x_val) or score > state.best_score:
+        if swa_start is not None:
+            if epoch >= swa_start:
+                # Running mean of the weights after epochs swa_start..epoch (float64 inside).
+                averaged = epoch - swa_start
+                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (
+                    current
+                    if averaged == 0
+                    else average_state_dicts([best, current], weights=[averaged, 1])
+                )
+                state.best_epoch = epoch
+        elif not len(x_val) or score > state.best_score:
             state.best_score = score
             state.best_epoch = epoch
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -261,7 +296,7 @@ def fit_classifier(
                 "seconds": elapsed,
             }
         )
-        if epoch - state.best_epoch >= cfg.patience:
+        if swa_start is None and epoch - state.best_epoch >= cfg.patience:
             state.stopped = True
         if run is not None and checkpoint_stem is not None:
             save_checkpoint(run, checkpoint_stem, model, optimizer, best, state)
@@ -272,4 +307,9 @@ def fit_classifier(
                 )
             )
     model.load_state_dict(best)
+    if swa_start is not None:
+        # The averaged running statistics do not describe the averaged weights' activations.
+        recompute_batchnorm(model, x_train, cfg.batch_size)
+        model.eval()
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return FitResult(best, state.history, state.best_epoch, resumed_from)

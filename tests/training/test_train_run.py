@@ -161,11 +161,21 @@ def test_same_seed_same_weights(synthetic_2d: Path, tmp_path: Path, tiny_config:
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
+@pytest.mark.parametrize("swa", [0, 2])
 def test_resume_after_interrupted_expert(
-    synthetic_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Tiny
+    synthetic_2d: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_config: Tiny,
+    swa: int,
 ) -> None:
-    """Kill the expert loop after its first epoch; the rerun continues at epoch 2, not 1."""
-    cfg = tiny_config(synthetic_2d, training__epochs=3, training__patience=10)
+    """Kill the expert loop after its first epoch; the rerun continues at epoch 2, not 1.
+
+    With weight averaging the checkpoint carries the running mean, so the resumed average
+    equals the uninterrupted one."""
+    cfg = tiny_config(
+        synthetic_2d, training__epochs=3, training__patience=10, training__swa_epochs=swa
+    )
     out = tmp_path / "r"
     run, data = prepare_run(cfg, out)
     bank = run_module.fit_normalizers(cfg, run, data)
