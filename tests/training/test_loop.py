@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -77,3 +79,23 @@ def test_swa_runs_every_epoch_whatever_the_patience() -> None:
     swa = TrainingConfig(epochs=6, batch_size=8, lr=1e-12, augment=False, patience=1, swa_epochs=2)
     _, history, best_epoch, _ = _fit(swa)
     assert len(history) == 6 and best_epoch == 5
+
+
+def test_a_validation_set_missing_a_class_is_scored_without_warnings() -> None:
+    """A small site's validation set often lacks a class the network predicts: balanced accuracy
+    is then over the classes present, and training logs stay free of scikit-learn warnings."""
+    x, y = _data(48, 0)
+    xv, _ = _data(16, 1)
+    yv = np.zeros(16, dtype=np.int64)  # class 1 absent from validation
+    model = _net()
+    cfg = TrainingConfig(epochs=2, batch_size=8, lr=0.05, augment=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit_classifier(model, x, y, xv, yv, cfg=cfg, num_classes=2, seed=3)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(xv)).argmax(1).numpy()
+    # The kept epoch's figure is the recall of class 0, the one class present.
+    kept = result.history[result.best_epoch]["val_balanced_accuracy"]
+    assert 0 < (predicted == 1).sum() < len(predicted)  # the case the warning came from
+    assert abs(kept - float((predicted == 0).mean())) < 1e-9
