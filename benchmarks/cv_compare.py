@@ -11,7 +11,7 @@ is read. A setting is worth adopting when the interval of the mean over sites cl
 Run::
 
     .venv/bin/python benchmarks/cv_compare.py --a a0.json a1.json a2.json \\
-        --b b0.json b1.json b2.json [--method fusion] [--boot 1000]
+        --b b0.json b1.json b2.json [--method fusion] [--method-b NAME] [--boot 1000]
 """
 
 from __future__ import annotations
@@ -55,11 +55,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--a", nargs="+", type=Path, required=True, help="fold dumps of setting A")
     ap.add_argument("--b", nargs="+", type=Path, required=True, help="fold dumps of setting B")
-    ap.add_argument("--method", default="fusion")
+    ap.add_argument("--method", default="fusion", help="the method read from the A dumps")
+    ap.add_argument(
+        "--method-b",
+        default=None,
+        help="the method read from the B dumps (default: --method); with the same dumps for "
+        "--a and --b this compares two methods of one setting, e.g. a soup against an ensemble",
+    )
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    a, b = _stack(args.a, args.method), _stack(args.b, args.method)
+    a, b = _stack(args.a, args.method), _stack(args.b, args.method_b or args.method)
     # Same rows in the same order (same run, same folds), or the pairing is meaningless.
     ia = np.lexsort((a["labels"], a["groups"]))
     ib = np.lexsort((b["labels"], b["groups"]))

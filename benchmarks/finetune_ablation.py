@@ -10,7 +10,8 @@ cached features and expert weights, under one fine-tuning setting, and prints ba
 With ``--soup K`` it fine-tunes K copies from the same start (seeds ``seed .. seed+K-1``) and
 prints each member, their weight average ("soup", as stored averaged and with BatchNorm
 statistics recomputed: what ``fusion.finetune_soup`` keeps) and the mean of their probabilities
-(an ensemble, for comparison).
+(an ensemble, for comparison); ``--dump`` then holds the logits of each member (``fusion[0]``
+...), of ``fusion soup+bn`` and of ``fusion ensemble``.
 
 Both systems get exactly the same procedure; only their starting experts differ (the trained
 site experts vs. the shared untrained initial weights), so ``fusion - random_features`` is what
@@ -271,12 +272,17 @@ def main() -> None:
         if args.soup > 1:
             for m, member in enumerate(members):
                 _report(f"{name}[{m}]", member, on)
+                dumped[f"{name}[{m}]"] = _logits(member, x_hold, on.h_hold).round(5).tolist()
             system = copy.deepcopy(start)
             system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
             _report(f"{name} soup", system, on)
             recompute_batchnorm(system, x_train)
             _report(f"{name} soup+bn", system, on)
-            _report(f"{name} ensemble", _Ensemble(members), on, t0)
+            ensemble = _Ensemble(members)
+            _report(f"{name} ensemble", ensemble, on, t0)
+            # cv_compare.py --method "fusion soup+bn" / "fusion ensemble" / "fusion[0]"
+            dumped[f"{name} soup+bn"] = _logits(system, x_hold, on.h_hold).round(5).tolist()
+            dumped[f"{name} ensemble"] = _logits(ensemble, x_hold, on.h_hold).round(5).tolist()
             continue
         _report(name, system, on, t0)
         if args.site_bn:
