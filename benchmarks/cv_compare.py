@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    # A site's fold lacks some classes a model predicts; its balanced accuracy is over the
+    # classes present, as intended, so scikit-learn's warning about it is only noise here.
+    warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
     a, b = _stack(args.a, args.method), _stack(args.b, args.method_b or args.method)
     # Same rows in the same order (same run, same folds), or the pairing is meaningless.
     ia = np.lexsort((a["labels"], a["groups"]))

@@ -133,6 +133,12 @@ def main() -> None:
         "normalization_transfer.py): its config; the trained-feature cache is computed into the "
         "run directory if missing (fusion only)",
     )
+    ap.add_argument(
+        "--expert-dropout",
+        type=float,
+        default=None,
+        help="fusion.expert_dropout for the head and the fine-tuning (default: the run's)",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="with --config")
     ap.add_argument(
         "--dump",
@@ -181,6 +187,9 @@ def main() -> None:
             loaded.cfg.fusion.class_weight_power if args.power is None else args.power
         ),
         use_home_flag=args.home_flag or loaded.cfg.fusion.use_home_flag,
+        expert_dropout=(
+            loaded.cfg.fusion.expert_dropout if args.expert_dropout is None else args.expert_dropout
+        ),
     )
     training_cfg = dataclasses.replace(
         loaded.cfg.training,
@@ -219,7 +228,8 @@ def main() -> None:
         f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
         f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
         f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter} "
-        f"home_flag={fusion_cfg.use_home_flag} fold={args.fold or '-'}"
+        f"home_flag={fusion_cfg.use_home_flag} expert_dropout={fusion_cfg.expert_dropout} "
+        f"fold={args.fold or '-'}"
     )
     h_test = s_test[:, None] == np.asarray(sites)[None, :]
     on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, rows.home[hold], h_test)
