@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,12 @@ from sitefusion.training.features import (
     load_feature_cache,
     save_feature_cache,
 )
-from sitefusion.training.finetune import FusedSystem, expert_states, finetune_soup
+from sitefusion.training.finetune import (
+    FusedSystem,
+    compare_soup_to_members,
+    expert_states,
+    finetune_soup,
+)
 from sitefusion.training.fusion_head import FusionClassifier, fit_fusion
 from sitefusion.training.loop import EpochReport, epoch_steps, fit_classifier
 from sitefusion.training.progress import make_progress
@@ -627,14 +631,7 @@ def _finetune(
         logits = out.logits.numpy()
         return logits if prior is None else apply_site_prior(logits, rows.home[calib_rows], prior)
 
-    def holdout_bacc(logits: np.ndarray) -> float:
-        from sklearn.metrics import balanced_accuracy_score
-
-        with warnings.catch_warnings():  # a small holdout lacks some predicted classes: expected
-            warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-            return float(balanced_accuracy_score(rows.labels[calib_rows], logits.argmax(1)))
-
-    member_scores: list[float] = []
+    member_logits: list[np.ndarray] = []
     with make_progress(console) as progress:
         task = progress.add_task(f"fine-tune {name}", total=epochs * len(images), info="")
         curves = finetune_soup(
@@ -653,7 +650,7 @@ def _finetune(
             ),
             on_batch=lambda k: progress.advance(task, k),
             on_member=(
-                (lambda m, model: member_scores.append(holdout_bacc(holdout_logits(model))))
+                (lambda m, model: member_logits.append(holdout_logits(model)))
                 if x_cal is not None and cfg.fusion.finetune_soup > 1
                 else None
             ),
@@ -669,22 +666,32 @@ def _finetune(
     if len(curves) > 1:
         meta["member_loss_curves"] = curves
     logits = holdout_logits(system) if x_cal is not None else None
-    if member_scores and logits is not None:
-        # A soup is only as good as its members' agreement on one basin; say so when it is not.
-        kept = holdout_bacc(logits)
+    if member_logits and logits is not None:
+        # A soup is only as good as its members' agreement on one basin; say so when the
+        # held-out images show it measurably below its best member, not on every small dip.
+        check = compare_soup_to_members(
+            rows.labels[calib_rows], rows.groups[calib_rows], member_logits, logits, seed=cfg.seed
+        )
         meta["soup_check"] = {
-            "balanced_accuracy_members": member_scores,
-            "balanced_accuracy_soup": kept,
+            **check,
             "on": f"{int(calib_rows.sum())} held-out fusion-split images",
         }
-        if kept < max(member_scores):
+        best = max(check["balanced_accuracy_members"])
+        lo, hi = check["soup_minus_best_member"]["ci95"]
+        summary = (
+            f"{name}: soup of {len(member_logits)} fine-tuned copies "
+            f"{check['balanced_accuracy_soup']:.3f} balanced accuracy on the held-out "
+            f"fusion-split images, best member {best:.3f} (difference 95% CI "
+            f"{lo:+.3f} to {hi:+.3f})"
+        )
+        if check["below_best_member"]:
             _log(
                 console,
-                f"[yellow]{name}: the soup of {len(member_scores)} fine-tuned copies scores "
-                f"{kept:.3f} balanced accuracy on the held-out fusion-split images, below its "
-                f"best member ({max(member_scores):.3f}); the soup is kept (fusion.finetune_soup)"
-                "[/]",
+                f"[yellow]{summary}: the soup is measurably worse; it is kept "
+                "(fusion.finetune_soup)[/]",
             )
+        else:
+            _log(console, f"{summary}: within noise")
     if logits is not None:
         from sitefusion.evaluation.calibration import fit_temperature
 

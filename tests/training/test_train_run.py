@@ -256,6 +256,12 @@ def test_finetuned_fusion_keeps_site_experts_and_predicts(
         assert len(check["balanced_accuracy_members"]) == soup
         scores = [*check["balanced_accuracy_members"], check["balanced_accuracy_soup"]]
         assert all(0.0 <= v <= 1.0 for v in scores)
+        diff = check["soup_minus_best_member"]
+        assert diff["value"] == pytest.approx(
+            check["balanced_accuracy_soup"] - max(check["balanced_accuracy_members"])
+        )
+        assert diff["ci95"][0] <= diff["ci95"][1]
+        assert check["below_best_member"] == (diff["ci95"][1] < 0)
     else:
         assert "soup_check" not in meta["finetune"]
     assert meta["calibration"]["temperature"] > 0 and meta["calibration"]["n"] > 0
