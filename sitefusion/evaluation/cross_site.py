@@ -134,12 +134,15 @@ def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str,
             "ece_before": expected_calibration_error(pset.labels[m], pset.probs["fusion"][m], bins),
             "ece_after": expected_calibration_error(pset.labels[m], calibrated[m], bins),
         }
-    return {
+    out = {
         "method": "fusion",
         "temperature": temperature,
         "per_site": per_site,
         "fitted_on": str(meta.get("fitted_on", "fusion split")),
     }
+    if meta.get("note"):  # why no temperature was applied (training.run.temperature_record)
+        out["note"] = str(meta["note"])
+    return out
 
 
 def loso_predictions(

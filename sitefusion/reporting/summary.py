@@ -142,6 +142,11 @@ def _calibration(metrics: Mapping[str, Any]) -> list[str]:
     before, after = overall.get("ece_before"), overall.get("ece_after")
     if not (_finite(before) and _finite(after)):
         return []
+    if cal.get("note"):
+        return [
+            f"No temperature scaling of {cal['method']}: {cal['note']}. Its expected calibration "
+            f"error over all images is {before:.3f}."
+        ]
     return [
         f"Temperature scaling (T = {cal['temperature']:.2f}) changes {cal['method']}'s "
         f"expected calibration error over all images from {before:.3f} to {after:.3f} "

@@ -230,7 +230,8 @@ def calibration_table(metrics: Mapping[str, Any]) -> Table | None:
         f"{format_value(cal.get('temperature'), 2)}{fitted})",
         header=["site", *(k.replace("_", " ") for k in cols)],
         rows=rows,
-        note="Temperature scaling changes confidence, not the predicted class. Lower is better.",
+        note="Temperature scaling changes confidence, not the predicted class. Lower is better."
+        + (f" No temperature applied: {cal['note']}." if cal.get("note") else ""),
     )
 
 

@@ -106,3 +106,20 @@ def test_two_class_report_has_binary_tables(tmp_path: Path) -> None:
     assert "| positive class | malignant |" in md
     assert md.count("Fusion reaches a balanced accuracy") == 1
     assert paths.html.read_text().count("data:image/png;base64,") == 7
+
+
+def test_a_temperature_not_applied_is_said_with_its_reason(doc: dict[str, Any]) -> None:
+    """A run whose temperature fit ran onto a bound stores T = 1 and a note; the summary and the
+    calibration table give the reason instead of claiming a change, and the document validates."""
+    from sitefusion.evaluation.schema import validate_metrics
+
+    other = copy.deepcopy(doc)
+    other["calibration"]["temperature"] = 1.0
+    other["calibration"]["note"] = "not applied: the held-out images are classified without error"
+    validate_metrics(other)
+    text = " ".join(summary_points(other))
+    assert "No temperature scaling of fusion: not applied: the held-out images" in text
+    assert "Temperature scaling (T =" not in text
+    md = render_markdown(other)
+    assert "No temperature applied: not applied: the held-out images" in md
+    assert "Temperature scaling (T = 1.80" in " ".join(summary_points(doc))  # unchanged without
