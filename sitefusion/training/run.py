@@ -599,7 +599,7 @@ def temperature_record(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -
         how = "classified without error" if t == bounds[0] else "mostly misclassified"
         record["temperature"] = 1.0
         record["note"] = (
-            f"not applied: on the {len(labels)} images it was fitted on ({how}) the likelihood "
+            f"on the {len(labels)} images it was fitted on ({how}) the likelihood "
             f"keeps improving up to the bound T = {t:g}, so no fitted value carries to new images"
         )
     return record

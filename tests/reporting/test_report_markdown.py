@@ -115,11 +115,11 @@ def test_a_temperature_not_applied_is_said_with_its_reason(doc: dict[str, Any]) 
 
     other = copy.deepcopy(doc)
     other["calibration"]["temperature"] = 1.0
-    other["calibration"]["note"] = "not applied: the held-out images are classified without error"
+    other["calibration"]["note"] = "the held-out images are classified without error"
     validate_metrics(other)
     text = " ".join(summary_points(other))
-    assert "No temperature scaling of fusion: not applied: the held-out images" in text
+    assert "No temperature scaling of fusion: the held-out images are classified" in text
     assert "Temperature scaling (T =" not in text
     md = render_markdown(other)
-    assert "No temperature applied: not applied: the held-out images" in md
+    assert "No temperature applied: the held-out images are classified" in md
     assert "Temperature scaling (T = 1.80" in " ".join(summary_points(doc))  # unchanged without
