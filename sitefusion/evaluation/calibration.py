@@ -16,7 +16,16 @@ import numpy as np
 
 from sitefusion.evaluation.errors import EvaluationError
 
-__all__ = ["apply_temperature", "fit_temperature", "negative_log_likelihood"]
+__all__ = [
+    "TEMPERATURE_BOUNDS",
+    "apply_temperature",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
+#: The range :func:`fit_temperature` searches by default; a result on either end means the
+#: optimum lies beyond it.
+TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -69,7 +78,7 @@ def negative_log_likelihood(logits: np.ndarray, y: np.ndarray, temperature: floa
 def fit_temperature(
     logits: np.ndarray,
     y: np.ndarray,
-    bounds: tuple[float, float] = (0.05, 20.0),
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
     tol: float = 1e-6,
 ) -> float:
     """Return the temperature ``T`` in ``bounds`` minimising the NLL of ``y`` under softmax(z / T).

@@ -590,9 +590,9 @@ def temperature_record(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -
     every later prediction over-confident (the demo's 16 held-out images did, and raised the
     test ECE), so no temperature is applied then.
     """
+    from sitefusion.evaluation.calibration import TEMPERATURE_BOUNDS as bounds
     from sitefusion.evaluation.calibration import fit_temperature
 
-    bounds = (0.05, 20.0)
     t = float(fit_temperature(logits, labels, bounds))
     record: dict[str, Any] = {"temperature": t, "fitted_on": fitted_on, "n": len(labels)}
     if t in bounds:
