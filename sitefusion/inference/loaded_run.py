@@ -103,11 +103,14 @@ class LoadedRun:
         self.fusions: dict[str, FusionClassifier] = {}
         # Site-prior offsets [E, K] a fusion's logits get for images of a known site.
         self.site_priors: dict[str, np.ndarray] = {}
+        # The temperature each fusion's calibration entry stores (1: no scaling).
+        self.temperatures: dict[str, float] = {}
         # Fusions trained end to end carry their own fine-tuned copies of the experts.
         self.fusion_experts: dict[str, list[SiteExpert]] = {}
         for name in [*FUSION_METHOD_NAMES.values(), "random_features"]:
             if self.run.has(f"fusion/{name}.safetensors"):
                 self.fusions[name] = self.load_fusion(name)
+                self.temperatures[name] = self._temperature(name)
                 prior = self.run.read_json(f"fusion/{name}.json").get("site_prior")
                 if prior is not None:
                     self.site_priors[name] = self._site_prior(name, prior)
@@ -141,6 +144,16 @@ class LoadedRun:
                 f"the run's {len(self.expert_sites)} experts and {len(self.classes)} classes"
             )
         return offsets
+
+    def _temperature(self, name: str) -> float:
+        entry = self.run.read_json(f"fusion/{name}.json").get("calibration") or {}
+        t = entry.get("temperature", 1.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise ArtifactError(
+                f"{self.root / 'fusion' / (name + '.json')}: field 'calibration.temperature' "
+                f"must be a positive number, got {t!r}"
+            )
+        return float(t)
 
     def load_fusion(self, name: str) -> FusionClassifier:
         """The fusion head stored as ``fusion/<name>``."""
@@ -286,12 +299,15 @@ class LoadedRun:
         fusions: dict[str, FusionClassifier] | None = None,
         home: np.ndarray | None = None,
         method_features: dict[str, ExpertFeatures] | None = None,
+        calibrated: bool = False,
     ) -> None:
         """Fill ``out`` with the feature-based methods (fusions, stacking, output averaging).
 
         ``mask [N, E]``: experts present (default all); ``home [N, E]``: own-site expert flags;
         ``method_features``: features of a fusion's own fine-tuned experts, used by that fusion
-        instead of ``feats`` (or ``random_feats`` for the control).
+        instead of ``feats`` (or ``random_feats`` for the control). ``calibrated``: divide each
+        stored fusion's logits by its run temperature (``temperatures``) before the softmax,
+        as scoring reports them; evaluation leaves it off and measures the scaling separately.
         """
         method_features = method_features or {}
         fusions = self.fusions if fusions is None else fusions
@@ -317,6 +333,8 @@ class LoadedRun:
             logits = res.logits.numpy()
             if name in self.site_priors and head is self.fusions.get(name) and home is not None:
                 logits = apply_site_prior(logits, home, self.site_priors[name])
+            if calibrated and head is self.fusions.get(name):
+                logits = logits / self.temperatures.get(name, 1.0)
             out.probs[name] = softmax(logits)
             out.attention[name] = res.weights.numpy()
         local = softmax(feats.logits)

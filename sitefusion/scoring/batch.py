@@ -61,7 +61,7 @@ from sitefusion.scoring.site_resolution import (
 __all__ = ["ScoreSummary", "score_inputs"]
 
 # Bumped when a change makes old rows invalid (part of every item's score key).
-SCORER_VERSION = 1
+SCORER_VERSION = 2  # 2: fusion probabilities temperature-scaled
 _ROUND_PROB = 6
 _ROUND_OOD = 4
 
@@ -434,6 +434,7 @@ class _Context:
             "error": redact(loaded.error) if loaded.error else None,
             "run_id": self.run.run_id,
             "method": self.method,
+            "temperature": self.run.temperatures.get(self.method, 1.0),
             "study_uid": loaded.study_uid,
             "series_uid": loaded.series_uid,
             "sop_uids": list(loaded.sop_uids) or None,
@@ -503,6 +504,7 @@ class _Context:
                 name: ExpertFeatures((str(i),), own.features[i : i + 1], own.logits[i : i + 1])
                 for name, own in preds.method_features.items()
             },
+            calibrated=True,
         )
         probs = np.asarray(one.probs[self.method][0], dtype=np.float64)
         weights = np.asarray(one.attention[self.method][0], dtype=np.float64)

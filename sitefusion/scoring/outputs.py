@@ -79,6 +79,7 @@ def score_columns(classes: Sequence[str], sites: Sequence[str]) -> list[str]:
         *[f"prob_{c}" for c in classes],
         *[f"weight_{s}" for s in sites],
         "method",
+        "temperature",
         "site",
         "site_source",
         "norm_site",
