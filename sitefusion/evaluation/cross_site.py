@@ -50,6 +50,7 @@ __all__ = [
     "loso_predictions",
     "predict_manifest",
     "quick_site_table",
+    "training_overlap",
 ]
 
 
@@ -96,6 +97,26 @@ def predict_manifest(
         attention=preds.attention,
     )
     return pset, preds
+
+
+def training_overlap(loaded: LoadedRun, manifest: Manifest) -> dict[str, Any]:
+    """How many of ``manifest``'s images the run learned from, directly or through their group.
+
+    An image counts when its id, or its site and group (patient, lesion), is in the run's
+    train, validation or fusion split: figures on such images are optimistic. Returns
+    ``{"images": n, "ids": n_same_id, "groups": n_shared_groups}``.
+    """
+    table = load_split_table(loaded.run.verify("splits.csv"))
+    seen = {rid for rid, row in table.items() if row["split"] != "test"}
+    seen_groups = {(row["site"], row["group"]) for rid, row in table.items() if rid in seen}
+    same_id = [r for r in manifest.records if r.id in seen]
+    shared = [r for r in manifest.records if (r.site, r.group) in seen_groups]
+    hit = {r.id for r in same_id} | {r.id for r in shared}
+    return {
+        "images": len(hit),
+        "ids": len(same_id),
+        "groups": len({(r.site, r.group) for r in shared}),
+    }
 
 
 def _head_training_rows(
@@ -244,6 +265,13 @@ def evaluate_run(
             image_root=image_root if image_root is not None else mpath.parent,
             classes=loaded.classes,
         )
+    overlap = training_overlap(loaded, test)
+    if overlap["images"] and console is not None:
+        console.print(
+            f"[bold red]warning:[/] {overlap['images']} of the {len(test.records)} images "
+            f"({overlap['ids']} by image id, the rest through {overlap['groups']} shared groups) "
+            "were used to train this run; their figures are optimistic"
+        )
     pset, _ = predict_manifest(loaded, test, console)
     metrics = evaluate_predictions(pset, n_boot=n_boot, seed=ecfg.seed, ece_bins=ecfg.ece_bins)
     metrics["calibration"] = _calibration(loaded, pset, ecfg.ece_bins)
@@ -257,6 +285,7 @@ def evaluate_run(
         "run_dir": str(loaded.root),
         "test_set": "internal test split" if manifest is None else str(manifest),
         "n_images": len(pset.labels),
+        "overlap_with_training": overlap,
         "bootstrap": n_boot,
         "seconds": time.perf_counter() - t0,
     }

@@ -202,10 +202,25 @@ def _caveats(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _overlap(metrics: Mapping[str, Any]) -> list[str]:
+    overlap = (metrics.get("run") or {}).get("overlap_with_training") or {}
+    n = overlap.get("images")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return []
+    total = (metrics.get("run") or {}).get("n_images")
+    of = f" of the {total}" if _finite(total) else ""
+    return [
+        f"Warning: {n}{of} test images were used to train this run (the same image, or another "
+        "image of the same patient or lesion, in its training, validation or fusion split). "
+        "Every figure below is optimistic: this is not an evaluation on unseen data."
+    ]
+
+
 def summary_points(metrics: Mapping[str, Any]) -> list[str]:
     """The report's opening sentences, in order, as plain text (no markup)."""
     ref = str(metrics.get("settings", {}).get("reference", "fusion"))
-    points = _headline(metrics, ref)
+    points = _overlap(metrics)
+    points += _headline(metrics, ref)
     points += _versus(metrics, ref, "pooled", "one model trained on all sites pooled")
     points += _random_features(metrics, ref)
     points += _missed_classes(metrics, ref)

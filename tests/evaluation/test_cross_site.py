@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from sitefusion.config import Config
-from sitefusion.evaluation.cross_site import evaluate_run, internal_test_manifest, loso_predictions
+from sitefusion.data import load_manifest
+from sitefusion.data.splits import load_split_table
+from sitefusion.evaluation.cross_site import (
+    evaluate_run,
+    internal_test_manifest,
+    loso_predictions,
+    training_overlap,
+)
 from sitefusion.evaluation.schema import validate_metrics
 from sitefusion.inference import LoadedRun
 from sitefusion.training.run import train_run
@@ -60,6 +67,8 @@ def test_evaluate_run_writes_valid_metrics_with_calibration(run_dir: Path, tmp_p
     for block in metrics["methods"]["fusion"]["per_site"].values():
         lo, hi = block["balanced_accuracy"]["ci95"]
         assert lo <= block["balanced_accuracy"]["value"] <= hi
+    assert metrics["run"]["overlap_with_training"] == {"images": 0, "ids": 0, "groups": 0}
+    assert "Warning:" not in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_evaluate_on_a_new_manifest_reuses_the_column_mapping(
@@ -80,3 +89,36 @@ def test_evaluate_on_a_new_manifest_reuses_the_column_mapping(
     )
     assert "new_hospital" in metrics["sites"]
     assert metrics["run"]["n_images"] == len(rows[::3])
+    # rows[::3] mixes test images with images the run trained on: counted, and said first
+    table = load_split_table(run_dir / "splits.csv")
+    trained = {i for i, row in table.items() if row["split"] != "test"}
+    expected = sum(r["image_id"] in trained for r in rows[::3])
+    assert 0 < expected < len(rows[::3])
+    assert metrics["run"]["overlap_with_training"]["images"] == expected
+    summary = (tmp_path / "rep2" / "report.md").read_text()
+    assert f"Warning: {expected} of the {len(rows[::3])} test images were used to train" in summary
+
+
+def test_overlap_counts_a_new_image_of_a_trained_group(
+    run_dir: Path, synthetic_2d: Path, tmp_path: Path
+) -> None:
+    """An unseen image id whose patient (site and group) the run trained on still counts."""
+    import csv
+
+    loaded = LoadedRun(run_dir)
+    table = load_split_table(run_dir / "splits.csv")
+    rows = list(csv.DictReader(synthetic_2d.open()))
+    test_row = next(r for r in rows if table[r["image_id"]]["split"] == "test")
+    trained_group = next(
+        row["group"]
+        for row in table.values()
+        if row["split"] == "train" and row["site"] == test_row["site"]
+    )
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow({**test_row, "image_id": "never_seen", "group": trained_group})
+        w.writerow(test_row)  # a genuine test image: not counted
+    manifest = load_manifest(path, loaded.cfg.data, image_root=synthetic_2d.parent)
+    assert training_overlap(loaded, manifest) == {"images": 1, "ids": 0, "groups": 1}
