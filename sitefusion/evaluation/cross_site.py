@@ -107,8 +107,9 @@ def training_overlap(loaded: LoadedRun, manifest: Manifest) -> dict[str, Any]:
     ``{"images": n, "ids": n_same_id, "groups": n_shared_groups}``.
     """
     table = load_split_table(loaded.run.verify("splits.csv"))
-    seen = {rid for rid, row in table.items() if row["split"] != "test"}
-    seen_groups = {(row["site"], row["group"]) for rid, row in table.items() if rid in seen}
+    trained = [(rid, row) for rid, row in table.items() if row["split"] != "test"]
+    seen = {rid for rid, _ in trained}
+    seen_groups = {(row["site"], row["group"]) for _, row in trained}
     same_id = [r for r in manifest.records if r.id in seen]
     shared = [r for r in manifest.records if (r.site, r.group) in seen_groups]
     hit = {r.id for r in same_id} | {r.id for r in shared}
@@ -136,14 +137,14 @@ def _head_training_rows(
 
 
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
-    """Temperature scaling of ``fusion`` (temperature fitted at training time on out-of-fold
-    logits of the fusion's own training rows); ECE per site before and after."""
+    """Temperature scaling of ``fusion`` with the run's stored temperature (the one scoring
+    applies; where it was fitted is in ``fitted_on``); ECE per site before and after."""
     if "fusion" not in loaded.fusions or "fusion" not in pset.probs:
         return {}
     meta = loaded.run.read_json("fusion/fusion.json").get("calibration")
     if not meta:
         return {}
-    temperature = float(meta["temperature"])
+    temperature = loaded.temperatures["fusion"]
     log_p = np.log(np.clip(pset.probs["fusion"], 1e-12, 1.0))
     calibrated = apply_temperature(log_p, temperature)
     per_site: dict[str, Any] = {}

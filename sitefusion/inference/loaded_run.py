@@ -110,8 +110,9 @@ class LoadedRun:
         for name in [*FUSION_METHOD_NAMES.values(), "random_features"]:
             if self.run.has(f"fusion/{name}.safetensors"):
                 self.fusions[name] = self.load_fusion(name)
-                self.temperatures[name] = self._temperature(name)
-                prior = self.run.read_json(f"fusion/{name}.json").get("site_prior")
+                meta = self.run.read_json(f"fusion/{name}.json")
+                self.temperatures[name] = self._temperature(name, meta)
+                prior = meta.get("site_prior")
                 if prior is not None:
                     self.site_priors[name] = self._site_prior(name, prior)
             if self.run.has(f"fusion/{name}.experts.safetensors"):
@@ -145,8 +146,8 @@ class LoadedRun:
             )
         return offsets
 
-    def _temperature(self, name: str) -> float:
-        entry = self.run.read_json(f"fusion/{name}.json").get("calibration") or {}
+    def _temperature(self, name: str, meta: dict[str, Any]) -> float:
+        entry = meta.get("calibration") or {}
         t = entry.get("temperature", 1.0)
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
             raise ArtifactError(
