@@ -34,7 +34,8 @@ def main() -> None:
     result = train_run(cfg, args.out, console=console)
     print_stage_timings(console, result["timings"])
     metrics = evaluate_run(args.out, args.out / "report", console=console)
-    console.print(render_markdown_table(metrics), highlight=False)
+    # soft_wrap: a table row stays one line in logs and narrow terminals
+    console.print(render_markdown_table(metrics), highlight=False, soft_wrap=True)
     console.print(
         f"demo finished in {time.perf_counter() - t0:.0f} s; run directory {args.out}, "
         f"report {args.out / 'report' / 'report.html'}"

@@ -157,7 +157,8 @@ def evaluate_cmd(
         )
     except SiteFusionError as err:
         _fail(err)
-    console.print(render_markdown_table(metrics), highlight=False)
+    # soft_wrap: a table row stays one line in logs and narrow terminals
+    console.print(render_markdown_table(metrics), highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.html'}  metrics: {out / 'metrics.json'}")
 
 

@@ -85,6 +85,10 @@ def test_prepare_train_expert_train_evaluate(
     assert "fusion" in metrics["methods"] and "pooled" in metrics["methods"]
     assert set(metrics["leave_one_site_out"]) == {"site_a", "site_b", "site_c"}
     assert (report / "report.html").exists() and (report / "report.md").exists()
+    # The printed per-site table keeps each row on one line, even at the 80 columns of a log.
+    rows = [line for line in result.output.splitlines() if line.startswith("| ")]
+    assert rows and len({line.count("|") for line in rows}) == 1, rows
+    assert any(line.startswith("| fusion |") and line.endswith("|") for line in rows)
 
 
 def test_evaluate_missing_run_fails_cleanly(tmp_path: Path) -> None:
