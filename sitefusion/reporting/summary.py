@@ -113,9 +113,14 @@ def _random_features(metrics: Mapping[str, Any], ref: str) -> list[str]:
     )
     if v == "better":
         return [text + "; this margin is what training the site experts buys."]
+    if v == "worse":
+        return [
+            text + "; the whole interval is below 0: the fusion does worse with the trained "
+            "experts than with untrained ones. Treat the fusion results with caution."
+        ]
     return [
-        text + "; the interval does not exclude 0, so the trained experts add no measurable "
-        "value over random features. Treat the fusion results with caution."
+        text + "; the interval includes 0, so this test set cannot show that the trained "
+        "experts add anything over random features. Treat the fusion results with caution."
     ]
 
 

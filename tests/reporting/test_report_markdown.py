@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from sitefusion.evaluation import evaluate_predictions, simulate_predictions
 from sitefusion.reporting import render_markdown, summary_points, verdict, write_report
@@ -44,6 +45,25 @@ def test_summary_states_margins_in_words(doc: dict[str, Any]) -> None:
     assert "Compared with pooled" in text
     assert "Differences inside the 95% confidence intervals are noise" in text
     assert render_markdown(doc).count("random-features control") == 1
+
+
+@pytest.mark.parametrize(
+    ("ci", "says"),
+    [
+        ([0.02, 0.18], "this margin is what training the site experts buys"),
+        ([-0.01, 0.18], "this test set cannot show that the trained experts add anything"),
+        ([-0.18, -0.02], "the fusion does worse with the trained experts than with untrained"),
+    ],
+)
+def test_random_features_margin_is_read_by_its_interval(
+    doc: dict[str, Any], ci: list[float], says: str
+) -> None:
+    other = copy.deepcopy(doc)
+    other["margins"]["random_features"] = {"value": sum(ci) / 2, "ci95": ci}
+    (point,) = [p for p in summary_points(other) if "random-features control" in p]
+    assert says in point
+    # exactly one of the three readings
+    assert sum(t in point for t in ("buys", "cannot show", "does worse")) == 1
 
 
 def test_verdicts() -> None:
