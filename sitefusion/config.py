@@ -106,6 +106,9 @@ class ExpertConfig:
     pretrained: str | None = None
 
 
+SELECT_BY = ("balanced_accuracy", "loss")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation of experts and of the pooled baseline.
@@ -119,6 +122,10 @@ class TrainingConfig:
     schedule, with BatchNorm statistics re-estimated on the training images; ``patience`` is then
     unused and validation is only recorded. Selecting one epoch on a small site's validation set
     picks noise; the average does not select.
+
+    ``select_by`` is what picks the kept epoch without SWA: ``balanced_accuracy`` (the validation
+    balanced accuracy, the loss breaking ties) or ``loss`` (the lowest class-weighted validation
+    cross-entropy, which moves smoothly where a tiny validation set's balanced accuracy jumps).
     """
 
     epochs: int = 10
@@ -128,6 +135,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     patience: int = 4
     swa_epochs: int = 0
+    select_by: str = "balanced_accuracy"
     augment: bool = True
     colour_jitter: float = 0.0
     class_weighting: bool = True
@@ -382,6 +390,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             )
         if not 0.0 <= obj.colour_jitter < 1.0:
             raise bad("colour_jitter", obj.colour_jitter, "0 (off) or a strength below 1")
+        if obj.select_by not in SELECT_BY:
+            raise bad("select_by", obj.select_by, " or ".join(SELECT_BY))
     elif isinstance(obj, FusionConfig):
         if not obj.modes:
             raise bad("modes", [], "at least one fusion mode")

@@ -110,3 +110,9 @@ def test_config_is_frozen_and_round_trips(tmp_path: Path) -> None:
 
     again = write(tmp_path, yaml.safe_dump(config_to_dict(cfg)))
     assert config_to_dict(load_config(again)) == config_to_dict(cfg)
+
+
+def test_an_unknown_epoch_selection_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "training:\n  select_by: auc\n")
+    with pytest.raises(ConfigError, match=r"training\.select_by.*balanced_accuracy or loss"):
+        load_config(p)

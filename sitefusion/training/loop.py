@@ -273,10 +273,13 @@ def fit_classifier(
                 val_bacc = float(balanced_accuracy_score(y_val, logits.argmax(1)))
         else:
             val_loss, val_bacc = float("nan"), float("nan")
-        # Balanced accuracy first; the loss breaks ties (tiny validation sets tie often).
-        score = (val_bacc if not math.isnan(val_bacc) else 0.0) - 1e-3 * (
-            val_loss if not math.isnan(val_loss) else 0.0
-        )
+        if cfg.select_by == "loss":
+            score = -val_loss if not math.isnan(val_loss) else -math.inf
+        else:
+            # Balanced accuracy first; the loss breaks ties (tiny validation sets tie often).
+            score = (val_bacc if not math.isnan(val_bacc) else 0.0) - 1e-3 * (
+                val_loss if not math.isnan(val_loss) else 0.0
+            )
         if swa_start is not None:
             if epoch >= swa_start:
                 # Running mean of the weights after epochs swa_start..epoch (float64 inside).

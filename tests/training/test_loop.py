@@ -12,10 +12,10 @@ from sitefusion.config import TrainingConfig
 from sitefusion.training.loop import EpochReport, fit_classifier, recompute_batchnorm
 
 
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, seed: int, separation: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    x = (rng.normal(size=(n, 1, 8, 8)) + y[:, None, None, None] * 0.8).astype(np.float32)
+    x = (rng.normal(size=(n, 1, 8, 8)) + y[:, None, None, None] * separation).astype(np.float32)
     return x, y
 
 
@@ -99,3 +99,34 @@ def test_a_validation_set_missing_a_class_is_scored_without_warnings() -> None:
     kept = result.history[result.best_epoch]["val_balanced_accuracy"]
     assert 0 < (predicted == 1).sum() < len(predicted)  # the case the warning came from
     assert abs(kept - float((predicted == 0).mean())) < 1e-9
+
+
+def test_select_by_loss_keeps_the_lowest_validation_loss_epoch() -> None:
+    # A weak signal, so validation balanced accuracy and loss disagree on the best epoch.
+    x, y = _data(48, 0, separation=0.3)
+    xv, yv = _data(16, 1, separation=0.3)
+    kept: dict[str, tuple[int, list[dict[str, float]]]] = {}
+    for select_by in ("loss", "balanced_accuracy"):
+        model = _net()
+        snapshots: list[dict[str, torch.Tensor]] = []
+
+        def on_epoch(
+            _: EpochReport, m: nn.Module = model, s: list[dict[str, torch.Tensor]] = snapshots
+        ) -> None:
+            s.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+
+        cfg = TrainingConfig(
+            epochs=8, batch_size=8, lr=0.05, augment=False, patience=8, select_by=select_by
+        )
+        result = fit_classifier(
+            model, x, y, xv, yv, cfg=cfg, num_classes=2, seed=3, on_epoch=on_epoch
+        )
+        kept[select_by] = (result.best_epoch, result.history)
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, snapshots[result.best_epoch][name]), name
+    epoch, history = kept["loss"]
+    assert epoch == int(np.argmin([h["val_loss"] for h in history]))
+    epoch_ba, history = kept["balanced_accuracy"]
+    baccs = [h["val_balanced_accuracy"] for h in history]
+    assert baccs[epoch_ba] == max(baccs)
+    assert epoch_ba != epoch
