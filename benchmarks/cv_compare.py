@@ -5,7 +5,8 @@ fusion split's groups and dumps the fold's logits. Run it for K = 0..N-1 under t
 give the dumps here: the folds are stacked into out-of-fold predictions for every fusion-split
 image (about three times the single 30% holdout), and each site's balanced accuracy is printed
 for both settings with the paired difference ``B - A`` and its 95% group-bootstrap interval
-(groups resampled within each site; the mean over sites uses the same resamples). No test image
+(groups resampled within each site; the mean over sites uses the same resamples), then each
+site's macro one-vs-rest AUC for both, which does not depend on the decision rule. No test image
 is read. A setting is worth adopting when the interval of the mean over sites clears 0.
 
 Run::
@@ -26,6 +27,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from sitefusion.evaluation.bootstrap import group_bootstrap_weights, percentile_ci
 from sitefusion.evaluation.harness import site_seed
+from sitefusion.evaluation.metrics import macro_auc
 from sitefusion.evaluation.weighted import batched_balanced_accuracy
 
 
@@ -50,6 +52,11 @@ def _stack(paths: list[Path], method: str) -> dict[str, np.ndarray]:
 
 def _onehot(pred: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k)[pred]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def main() -> None:
@@ -107,6 +114,18 @@ def main() -> None:
     xa = float(balanced_accuracy_score(y, pa.argmax(1)))
     xb = float(balanced_accuracy_score(y, pb.argmax(1)))
     print(f"all images pooled: A {xa:.3f}, B {xb:.3f}")
+    # Ranking, apart from the decision rule: macro one-vs-rest AUC (point values).
+    qa, qb = _softmax(a["logits"][ia]), _softmax(b["logits"][ib])
+    sites = [site for site in a["sites_order"].tolist() if (s == site).any()]
+    auc_a = [macro_auc(y[s == site], qa[s == site]) for site in sites]
+    auc_b = [macro_auc(y[s == site], qb[s == site]) for site in sites]
+    print(
+        "macro AUC per site "
+        + ", ".join(
+            f"{site} {x:.3f} / {z:.3f}" for site, x, z in zip(sites, auc_a, auc_b, strict=True)
+        )
+        + f" (A / B); mean over sites A {np.nanmean(auc_a):.3f}, B {np.nanmean(auc_b):.3f}"
+    )
 
 
 if __name__ == "__main__":
