@@ -29,6 +29,7 @@ from sitefusion.evaluation.bootstrap import group_bootstrap_weights, percentile_
 from sitefusion.evaluation.harness import site_seed
 from sitefusion.evaluation.metrics import macro_auc
 from sitefusion.evaluation.weighted import batched_balanced_accuracy
+from sitefusion.inference import softmax
 
 
 def _stack(paths: list[Path], method: str) -> dict[str, np.ndarray]:
@@ -52,11 +53,6 @@ def _stack(paths: list[Path], method: str) -> dict[str, np.ndarray]:
 
 def _onehot(pred: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k)[pred]
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def main() -> None:
@@ -115,7 +111,7 @@ def main() -> None:
     xb = float(balanced_accuracy_score(y, pb.argmax(1)))
     print(f"all images pooled: A {xa:.3f}, B {xb:.3f}")
     # Ranking, apart from the decision rule: macro one-vs-rest AUC (point values).
-    qa, qb = _softmax(a["logits"][ia]), _softmax(b["logits"][ib])
+    qa, qb = softmax(a["logits"][ia]), softmax(b["logits"][ib])
     sites = [site for site in a["sites_order"].tolist() if (s == site).any()]
     auc_a = [macro_auc(y[s == site], qa[s == site]) for site in sites]
     auc_b = [macro_auc(y[s == site], qb[s == site]) for site in sites]
