@@ -16,13 +16,6 @@ statistics recomputed: what ``fusion.finetune_soup`` keeps) and the mean of thei
 Both systems get exactly the same procedure; only their starting experts differ (the trained
 site experts vs. the shared untrained initial weights), so ``fusion - random_features`` is what
 the trained experts contribute under that setting. Nothing is written to the run directory.
-The printed figures are argmax of the fused logits *before* any ``fusion.site_prior`` shift; use
-``--dump`` and ``benchmarks/site_prior.py`` to score the shift.
-
-With ``--site-bn`` each fine-tuned system is also scored with its experts' BatchNorm statistics
-re-estimated, per site, on that site's (unlabelled) training rows, each image then predicted
-with its own site's statistics: a paired comparison on the same weights. With ``--tta`` it is
-also scored on the mean softmax over the image and its horizontal, vertical and double flips.
 
 Run: ``.venv/bin/python benchmarks/finetune_ablation.py runs/ham --epochs 8 --seed 0``
 """
@@ -61,20 +54,18 @@ from sitefusion.training.run import (
 )
 
 
-def _logits(system: torch.nn.Module, x: np.ndarray, home: np.ndarray | None = None) -> np.ndarray:
-    """Fused logits of ``x``; ``home [N, E]``: each image's own-site expert flags (the
-    ``fusion.use_home_flag`` input; an image without them counts as from an unseen site)."""
+def _logits(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """Fused logits of ``x``."""
     out = []
     system.eval()
     with torch.inference_mode():
         for i in range(0, len(x), 256):
-            rest = () if home is None else (None, torch.from_numpy(home[i : i + 256]))
-            out.append(system(torch.from_numpy(x[i : i + 256]), *rest).logits.numpy())
+            out.append(system(torch.from_numpy(x[i : i + 256])).logits.numpy())
     return np.concatenate(out)
 
 
-def _predict(system: torch.nn.Module, x: np.ndarray, home: np.ndarray | None = None) -> np.ndarray:
-    return _logits(system, x, home).argmax(1)
+def _predict(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return _logits(system, x).argmax(1)
 
 
 def _site_bacc(y: np.ndarray, p: np.ndarray, s: np.ndarray, sites: list[str]) -> list[float]:
@@ -89,7 +80,6 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (0: head only)")
     ap.add_argument("--lr", type=float, default=None, help="experts' fine-tuning LR")
-    ap.add_argument("--anchor", type=float, default=0.0, help="L2-SP strength (finetune_anchor)")
     ap.add_argument("--freeze", default="", help="comma-separated parameter-name prefixes")
     ap.add_argument("--rows", choices=["all", "fusion"], default="all")
     ap.add_argument("--holdout", type=float, default=0.3, help="share of fusion-split groups")
@@ -101,29 +91,6 @@ def main() -> None:
         "K = 0..N-1 with --dump and combine the dumps with benchmarks/cv_compare.py)",
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the head fit and fine-tuning")
-    ap.add_argument(
-        "--balance",
-        choices=["class", "site_class", "logit_adjust", "site_logit_adjust"],
-        default=None,
-        help="finetune_balance",
-    )
-    ap.add_argument("--power", type=float, default=None, help="fusion class_weight_power")
-    ap.add_argument(
-        "--home-flag",
-        action="store_true",
-        help="give the fusion head each expert's own-site flag (fusion.use_home_flag)",
-    )
-    ap.add_argument(
-        "--unmask-home",
-        action="store_true",
-        help="fine-tune with every expert present, its own training images included",
-    )
-    ap.add_argument(
-        "--colour-jitter",
-        type=float,
-        default=None,
-        help="training.colour_jitter while fine-tuning (default: the run's)",
-    )
     ap.add_argument("--methods", default="fusion,random_features", help="which of the two to refit")
     ap.add_argument(
         "--config",
@@ -153,16 +120,6 @@ def main() -> None:
         default=1,
         help="fine-tune this many copies (seeds seed..seed+K-1, same start) and average weights",
     )
-    ap.add_argument(
-        "--site-bn",
-        action="store_true",
-        help="also score with BatchNorm statistics re-estimated per site on its training rows",
-    )
-    ap.add_argument(
-        "--tta",
-        action="store_true",
-        help="also score the mean softmax over the image and its three flips (paired)",
-    )
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -180,24 +137,12 @@ def main() -> None:
         loaded.cfg.fusion,
         finetune_epochs=args.epochs,
         finetune_lr=args.lr or loaded.cfg.fusion.finetune_lr,
-        finetune_anchor=args.anchor,
         calibration_fraction=args.holdout,
-        finetune_balance=args.balance or loaded.cfg.fusion.finetune_balance,
-        class_weight_power=(
-            loaded.cfg.fusion.class_weight_power if args.power is None else args.power
-        ),
-        use_home_flag=args.home_flag or loaded.cfg.fusion.use_home_flag,
         expert_dropout=(
             loaded.cfg.fusion.expert_dropout if args.expert_dropout is None else args.expert_dropout
         ),
     )
-    training_cfg = dataclasses.replace(
-        loaded.cfg.training,
-        colour_jitter=(
-            loaded.cfg.training.colour_jitter if args.colour_jitter is None else args.colour_jitter
-        ),
-    )
-    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg, training=training_cfg)
+    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg)
     num_classes = len(data.manifest.classes)
     sites = list(data.manifest.sites)
     caches = {
@@ -224,15 +169,11 @@ def main() -> None:
     y_test, s_test = data.labels[test], data.sites[test]
 
     setting = (
-        f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} anchor={args.anchor} "
+        f"epochs={args.epochs} lr={fusion_cfg.finetune_lr} "
         f"freeze={args.freeze or '-'} rows={args.rows} seed={args.seed} "
-        f"balance={fusion_cfg.finetune_balance} power={fusion_cfg.class_weight_power} "
-        f"unmask_home={args.unmask_home} colour_jitter={training_cfg.colour_jitter} "
-        f"home_flag={fusion_cfg.use_home_flag} expert_dropout={fusion_cfg.expert_dropout} "
-        f"fold={args.fold or '-'}"
+        f"expert_dropout={fusion_cfg.expert_dropout} fold={args.fold or '-'}"
     )
-    h_test = s_test[:, None] == np.asarray(sites)[None, :]
-    on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites, rows.home[hold], h_test)
+    on = _Scored(x_hold, y_hold, s_hold, x_test, y_test, s_test, sites)
     print(f"{setting}; holdout {int(hold.sum())} images, training rows {int(keep.sum())}")
     dumped: dict[str, list[list[float]]] = {}
     for name, cache in caches.items():
@@ -249,7 +190,6 @@ def main() -> None:
             num_classes=num_classes,
             seed=args.seed,
             presence=rows.presence[keep],
-            home=rows.home[keep],
             expert_dropout=fusion_cfg.expert_dropout,
         )
         experts = []
@@ -270,19 +210,17 @@ def main() -> None:
                     system,
                     x_train,
                     rows.labels[keep],
-                    np.ones_like(rows.presence[keep]) if args.unmask_home else rows.presence[keep],
-                    rows.home[keep],
+                    rows.presence[keep],
                     cfg=fusion_cfg,
                     num_classes=num_classes,
                     seed=args.seed + m,
                     batch_size=cfg.training.batch_size,
-                    colour_jitter=cfg.training.colour_jitter,
                 )
             members.append(system)
         if args.soup > 1:
             for m, member in enumerate(members):
                 _report(f"{name}[{m}]", member, on)
-                dumped[f"{name}[{m}]"] = _logits(member, x_hold, on.h_hold).round(5).tolist()
+                dumped[f"{name}[{m}]"] = _logits(member, x_hold).round(5).tolist()
             system = copy.deepcopy(start)
             system.load_state_dict(average_state_dicts([mm.state_dict() for mm in members]))
             _report(f"{name} soup", system, on)
@@ -291,21 +229,11 @@ def main() -> None:
             ensemble = _Ensemble(members)
             _report(f"{name} ensemble", ensemble, on, t0)
             # cv_compare.py --method "fusion soup+bn" / "fusion ensemble" / "fusion[0]"
-            dumped[f"{name} soup+bn"] = _logits(system, x_hold, on.h_hold).round(5).tolist()
-            dumped[f"{name} ensemble"] = _logits(ensemble, x_hold, on.h_hold).round(5).tolist()
+            dumped[f"{name} soup+bn"] = _logits(system, x_hold).round(5).tolist()
+            dumped[f"{name} ensemble"] = _logits(ensemble, x_hold).round(5).tolist()
             continue
         _report(name, system, on, t0)
-        if args.site_bn:
-            s_train = data.sites[drows[keep]]
-            _print_scores(
-                f"{name} site-bn",
-                _site_bn_predict(system, x_train, s_train, x_hold, s_hold, on.h_hold, sites),
-                _site_bn_predict(system, x_train, s_train, x_test, s_test, on.h_test, sites),
-                on,
-            )
-        if args.tta:
-            _report(f"{name} tta", _FlipTTA(system), on)
-        dumped[name] = _logits(system, x_hold, on.h_hold).round(5).tolist()
+        dumped[name] = _logits(system, x_hold).round(5).tolist()
     if args.dump is not None:
         payload = {
             "setting": setting,
@@ -354,21 +282,8 @@ class _Ensemble(torch.nn.Module):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor, *rest: torch.Tensor | None) -> SimpleNamespace:
-        probs = torch.stack([m(x, *rest).logits.softmax(1) for m in self.members]).mean(0)
-        return SimpleNamespace(logits=probs.log())
-
-
-class _FlipTTA(torch.nn.Module):
-    """Mean softmax over the image and its flips along the last two axes, as log-probabilities."""
-
-    def __init__(self, system: torch.nn.Module) -> None:
-        super().__init__()
-        self.system = system
-
-    def forward(self, x: torch.Tensor, *rest: torch.Tensor | None) -> SimpleNamespace:
-        views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
-        probs = torch.stack([self.system(v, *rest).logits.softmax(1) for v in views]).mean(0)
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        probs = torch.stack([m(x).logits.softmax(1) for m in self.members]).mean(0)
         return SimpleNamespace(logits=probs.log())
 
 
@@ -383,33 +298,10 @@ class _Scored:
     y_test: np.ndarray
     s_test: np.ndarray
     sites: list[str]
-    h_hold: np.ndarray  # [N, E] own-site expert flags
-    h_test: np.ndarray
-
-
-def _site_bn_predict(
-    system: torch.nn.Module,
-    x_train: np.ndarray,
-    s_train: np.ndarray,
-    x: np.ndarray,
-    s: np.ndarray,
-    home: np.ndarray,
-    sites: list[str],
-) -> np.ndarray:
-    """Predictions for ``x``, each site's rows with BatchNorm statistics from its training rows."""
-    pred = np.full(len(x), -1)
-    for site in sites:
-        here, source = s == site, x_train[s_train == site]
-        if not here.any() or not len(source):
-            continue
-        model = copy.deepcopy(system)
-        recompute_batchnorm(model, source)
-        pred[here] = _predict(model, x[here], home[here])
-    return pred
 
 
 def _report(name: str, system: torch.nn.Module, on: _Scored, t0: float | None = None) -> None:
-    p_hold, p_test = _predict(system, on.x_hold, on.h_hold), _predict(system, on.x_test, on.h_test)
+    p_hold, p_test = _predict(system, on.x_hold), _predict(system, on.x_test)
     _print_scores(name, p_hold, p_test, on, t0)
 
 

@@ -30,11 +30,11 @@ def oof_scores(
     loaded: LoadedRun, fusion_cfg: object, mode: str, cross_fit: bool
 ) -> dict[str, float]:
     """Out-of-fold balanced accuracy per site of one head setting."""
-    feats, y, sites, presence, home = _head_training_rows(loaded)
+    feats, y, sites, presence = _head_training_rows(loaded)
     if not cross_fit:
         keep = presence.all(1)
         feats, y, sites = feats.subset(np.flatnonzero(keep)), y[keep], sites[keep]
-        presence, home = presence[keep], home[keep]
+        presence = presence[keep]
     group_of = {
         i: row["group"] for i, row in load_split_table(loaded.run.verify("splits.csv")).items()
     }
@@ -50,15 +50,12 @@ def oof_scores(
             num_classes=len(loaded.classes),
             seed=k,
             presence=presence[tr],
-            home=home[tr],
             expert_dropout=fusion_cfg.expert_dropout,  # type: ignore[attr-defined]
         )
         with torch.inference_mode():
             out = head(
                 torch.from_numpy(feats.features[te]),
                 torch.from_numpy(feats.logits[te]),
-                None,
-                torch.from_numpy(home[te]),
             )
         pred[te] = out.logits.argmax(1).numpy()
     # Score only fusion-split rows (all experts present), as at test time.

@@ -14,7 +14,7 @@ normalization, as in SiloBN / FedBN-style local statistics), scored on the targe
 split; the plain matrix beside it is then scored on the same fusion-split images.
 
 Run: ``.venv/bin/python benchmarks/normalization_transfer.py configs/ham10000.yaml OUT_DIR
-[--set normalization.params.statistics=robust] [--pooled]``
+[--set normalization.kind=zscore] [--pooled]``
 """
 
 from __future__ import annotations

@@ -106,26 +106,12 @@ class ExpertConfig:
     pretrained: str | None = None
 
 
-SELECT_BY = ("balanced_accuracy", "loss")
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation of experts and of the pooled baseline.
 
-    ``colour_jitter > 0`` adds per-channel random scale and shift of that size to the normalized
-    training images, and a random gamma: residual colour and contrast variation that a site's
-    affine normalization leaves (``augment`` must be on; fine-tuning uses it too).
-
-    ``swa_epochs > 0`` replaces early stopping by stochastic weight averaging: the network kept is
-    the average of its weights after each of the last ``swa_epochs`` epochs of the cosine
-    schedule, with BatchNorm statistics re-estimated on the training images; ``patience`` is then
-    unused and validation is only recorded. Selecting one epoch on a small site's validation set
-    picks noise; the average does not select.
-
-    ``select_by`` is what picks the kept epoch without SWA: ``balanced_accuracy`` (the validation
-    balanced accuracy, the loss breaking ties) or ``loss`` (the lowest class-weighted validation
-    cross-entropy, which moves smoothly where a tiny validation set's balanced accuracy jumps).
+    The kept weights are those of the epoch with the best validation balanced accuracy (the
+    validation loss breaks ties); training stops after ``patience`` epochs without gain.
     """
 
     epochs: int = 10
@@ -134,10 +120,7 @@ class TrainingConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 4
-    swa_epochs: int = 0
-    select_by: str = "balanced_accuracy"
     augment: bool = True
-    colour_jitter: float = 0.0
     class_weighting: bool = True
     device: str = "cpu"
     threads: int | None = None
@@ -155,20 +138,9 @@ class FusionConfig:
     control are then trained end to end: copies of the experts are fine-tuned together with the
     head on the same rows and masks (an expert still never sees its own training images). A
     ``calibration_fraction`` of the fusion split's groups is then held out of the fusion's
-    training to fit its temperature. ``finetune_anchor > 0`` adds an L2-SP penalty
-    ``anchor / 2 * ||w - w_start||^2`` that keeps each expert copy near the weights it started from.
-    ``finetune_soup > 1`` fine-tunes that many copies from the same start with different seeds and
-    keeps the average of their weights (a model soup). ``finetune_balance: site_class`` weights
-    the fine-tuning loss so that every site counts equally and, within a site, every class
-    (``class_weight_power`` applies); ``class`` balances classes over all sites pooled.
-    ``logit_adjust`` and ``site_logit_adjust`` replace the class weights by the logit-adjusted
-    loss (unweighted cross-entropy on ``logits + log p(c)``; Menon et al., ICLR 2021), with the
-    class frequencies of all fine-tuning rows or of each row's own site (floored at
-    ``site_prior_floor``); predictions use the logits alone.
-    ``site_prior > 0`` shifts every fusion's logits for an image of a known site by that share
-    of the site's log class frequencies against all sites' (each floored at
-    ``site_prior_floor``; :mod:`sitefusion.fusion.site_prior`), so its decisions follow the
-    site's case mix in part.
+    training to fit its temperature. ``finetune_soup > 1`` fine-tunes that many copies from the
+    same start with different seeds and keeps the average of their weights (a model soup).
+    Heads and fine-tuning use scikit-learn's "balanced" class weights.
     """
 
     modes: tuple[FusionMode, ...] = ("average_attention", "concat", "attention")
@@ -178,18 +150,12 @@ class FusionConfig:
     weight_decay: float = 1e-3
     dropout: float = 0.1
     use_local_logits: bool = True
-    use_home_flag: bool = False
-    class_weight_power: float = 1.0
     cross_fit: bool = False
     expert_dropout: float = 0.2
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
-    finetune_anchor: float = 0.0
     finetune_soup: int = 1
-    finetune_balance: Literal["class", "site_class", "logit_adjust", "site_logit_adjust"] = "class"
     calibration_fraction: float = 0.1
-    site_prior: float = 0.0
-    site_prior_floor: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -384,14 +350,6 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("lr", obj.lr, "a positive learning rate")
         if obj.patience < 1:
             raise bad("patience", obj.patience, "a positive integer")
-        if not 0 <= obj.swa_epochs <= obj.epochs:
-            raise bad(
-                "swa_epochs", obj.swa_epochs, f"0 (off) or a number of epochs up to {obj.epochs}"
-            )
-        if not 0.0 <= obj.colour_jitter < 1.0:
-            raise bad("colour_jitter", obj.colour_jitter, "0 (off) or a strength below 1")
-        if obj.select_by not in SELECT_BY:
-            raise bad("select_by", obj.select_by, " or ".join(SELECT_BY))
     elif isinstance(obj, FusionConfig):
         if not obj.modes:
             raise bad("modes", [], "at least one fusion mode")
@@ -405,18 +363,10 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("finetune_lr", obj.finetune_lr, "a positive learning rate")
         if obj.finetune_soup < 1:
             raise bad("finetune_soup", obj.finetune_soup, "a positive number of fine-tuned copies")
-        if obj.finetune_anchor < 0:
-            raise bad("finetune_anchor", obj.finetune_anchor, "0 (off) or a positive strength")
         if not 0.0 < obj.calibration_fraction < 0.5:
             raise bad("calibration_fraction", obj.calibration_fraction, "a fraction in (0, 0.5)")
-        if not 0.0 <= obj.class_weight_power <= 1.0:
-            raise bad("class_weight_power", obj.class_weight_power, "a power between 0 and 1")
         if not 0.0 <= obj.expert_dropout < 1.0:
             raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
-        if not 0.0 <= obj.site_prior <= 1.0:
-            raise bad("site_prior", obj.site_prior, "0 (off) or a strength up to 1")
-        if not 0.0 < obj.site_prior_floor < 0.5:
-            raise bad("site_prior_floor", obj.site_prior_floor, "a class frequency in (0, 0.5)")
     elif isinstance(obj, EvaluationConfig):
         if obj.bootstrap < 0:
             raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")

@@ -122,9 +122,9 @@ def training_overlap(loaded: LoadedRun, manifest: Manifest) -> dict[str, Any]:
 
 def _head_training_rows(
     loaded: LoadedRun,
-) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The cached rows the run's fusion learned from: features, labels, sites, presence and
-    own-site flags ``[M, E]`` (the same selection as at training time)."""
+) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray]:
+    """The cached rows the run's fusion learned from: features, labels, sites and presence
+    ``[M, E]`` (the same selection as at training time)."""
     feats = load_feature_cache(loaded.run, "features/trained.safetensors")
     info = {
         rid: RowInfo(row["site"], loaded.classes.index(row["label"]), row["group"], row["split"])
@@ -133,7 +133,7 @@ def _head_training_rows(
     rows = select_head_rows(feats.ids, info, loaded.expert_sites, loaded.cfg.fusion.cross_fit)
     sub = feats.subset(rows.positions)
     sites = np.array([info[rid].site for rid in sub.ids])
-    return sub, rows.labels, sites, rows.presence, rows.home
+    return sub, rows.labels, sites, rows.presence
 
 
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
@@ -176,7 +176,7 @@ def loso_predictions(
     that site's rows; its test images normalized by the unseen-site policy over the *other* sites'
     normalizers; compared with each remaining local expert and their output average.
     """
-    feats, y, fsites, base_presence, base_home = _head_training_rows(loaded)
+    feats, y, fsites, base_presence = _head_training_rows(loaded)
     paths = [r.path for r in manifest.records]
     images = load_image_stack(paths, loaded.spatial_size, loaded.channels)
     site_of = np.array([r.site for r in manifest.records])
@@ -199,7 +199,6 @@ def loso_predictions(
             num_classes=len(loaded.classes),
             seed=loaded.cfg.seed,
             presence=presence[usable],
-            home=base_home[keep][usable],
             expert_dropout=loaded.cfg.fusion.expert_dropout,
         )
         bank = loaded.bank.without(site)

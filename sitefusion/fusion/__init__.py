@@ -16,7 +16,6 @@ from sitefusion.fusion.base import (
 from sitefusion.fusion.concat import ConcatFusion
 from sitefusion.fusion.gated_attention import GatedAttention
 from sitefusion.fusion.registry import FUSION_CLASSES, FUSION_MODES, make_fusion
-from sitefusion.fusion.site_prior import apply_site_prior, site_prior_offsets
 
 __all__ = [
     "FUSION_CLASSES",
@@ -29,8 +28,6 @@ __all__ = [
     "FusionModule",
     "FusionOutput",
     "GatedAttention",
-    "apply_site_prior",
     "make_fusion",
     "masked_softmax",
-    "site_prior_offsets",
 ]

@@ -20,7 +20,6 @@ import yaml
 from sitefusion.config import Config, config_from_dict
 from sitefusion.errors import ArtifactError, SiteFusionError
 from sitefusion.experts import SiteExpert
-from sitefusion.fusion import apply_site_prior
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.features import ExpertFeatures
@@ -49,7 +48,6 @@ class RunPredictions:
     norm_policy: list[str] = field(default_factory=list)
     features: ExpertFeatures | None = None
     random_features: ExpertFeatures | None = None
-    home: np.ndarray | None = None  # [N, E] the expert of each image's own site
     # Features of a fusion's own fine-tuned expert copies, where it has them (method -> cache).
     method_features: dict[str, ExpertFeatures] = field(default_factory=dict)
 
@@ -101,8 +99,6 @@ class LoadedRun:
             else None
         )
         self.fusions: dict[str, FusionClassifier] = {}
-        # Site-prior offsets [E, K] a fusion's logits get for images of a known site.
-        self.site_priors: dict[str, np.ndarray] = {}
         # The temperature each fusion's calibration entry stores (1: no scaling).
         self.temperatures: dict[str, float] = {}
         # Fusions trained end to end carry their own fine-tuned copies of the experts.
@@ -112,9 +108,6 @@ class LoadedRun:
                 self.fusions[name] = self.load_fusion(name)
                 meta = self.run.read_json(f"fusion/{name}.json")
                 self.temperatures[name] = self._temperature(name, meta)
-                prior = meta.get("site_prior")
-                if prior is not None:
-                    self.site_priors[name] = self._site_prior(name, prior)
             if self.run.has(f"fusion/{name}.experts.safetensors"):
                 copies = [build_expert(self.cfg, k) for _ in self.expert_sites]
                 load_expert_states(
@@ -133,18 +126,6 @@ class LoadedRun:
                 f"{self.root / rel}: weights do not fit the run's network ({err})"
             ) from err
         return net.eval()
-
-    def _site_prior(self, name: str, prior: dict[str, Any]) -> np.ndarray:
-        offsets = np.asarray(prior.get("offsets"), dtype=np.float32)
-        if list(prior.get("sites", [])) != list(self.expert_sites) or offsets.shape != (
-            len(self.expert_sites),
-            len(self.classes),
-        ):
-            raise ArtifactError(
-                f"{self.root / 'fusion' / (name + '.json')}: field 'site_prior' does not match "
-                f"the run's {len(self.expert_sites)} experts and {len(self.classes)} classes"
-            )
-        return offsets
 
     def _temperature(self, name: str, meta: dict[str, Any]) -> float:
         entry = meta.get("calibration") or {}
@@ -165,7 +146,6 @@ class LoadedRun:
             meta["feature_dim"],
             meta["num_classes"],
             use_local_logits=meta["use_local_logits"],
-            use_home_flag=meta.get("use_home_flag", False),
             hidden=meta["hidden"],
             dropout=meta["dropout"],
         )
@@ -261,7 +241,6 @@ class LoadedRun:
         ids = tuple(str(i) for i in range(n))
         out.features = ExpertFeatures(ids, feats, logits)
         out.random_features = ExpertFeatures(ids, rfeats, rlogits)
-        out.home = self.home_mask(sites, out.norm_policy)
         out.method_features = {
             name: ExpertFeatures(ids, tf, tl) for name, (tf, tl) in tuned.items()
         }
@@ -269,7 +248,6 @@ class LoadedRun:
             out,
             out.features,
             out.random_features,
-            home=out.home,
             method_features=out.method_features,
         )
         local = softmax(logits)
@@ -281,15 +259,6 @@ class LoadedRun:
             out.probs["weight_average"] = softmax(wa_logits)
         return out
 
-    def home_mask(self, sites: Sequence[str | None], policies: Sequence[str]) -> np.ndarray:
-        """``[N, E]``: True at the expert of each image's own site (a site the run knows and
-        whose own normalizer was used); all False for images of unseen sites."""
-        home = np.zeros((len(sites), len(self.expert_sites)), dtype=bool)
-        for i, (site, policy) in enumerate(zip(sites, policies, strict=True)):
-            if site in self.expert_sites and policy == "known":
-                home[i, self.expert_sites.index(site)] = True
-        return home
-
     @torch.inference_mode()
     def predict_heads(
         self,
@@ -298,13 +267,12 @@ class LoadedRun:
         random_feats: ExpertFeatures | None,
         mask: np.ndarray | None = None,
         fusions: dict[str, FusionClassifier] | None = None,
-        home: np.ndarray | None = None,
         method_features: dict[str, ExpertFeatures] | None = None,
         calibrated: bool = False,
     ) -> None:
         """Fill ``out`` with the feature-based methods (fusions, stacking, output averaging).
 
-        ``mask [N, E]``: experts present (default all); ``home [N, E]``: own-site expert flags;
+        ``mask [N, E]``: experts present (default all);
         ``method_features``: features of a fusion's own fine-tuned experts, used by that fusion
         instead of ``feats`` (or ``random_feats`` for the control). ``calibrated``: divide each
         stored fusion's logits by its run temperature (``temperatures``) before the softmax,
@@ -315,11 +283,10 @@ class LoadedRun:
         f = torch.from_numpy(feats.features)
         lg = torch.from_numpy(feats.logits)
         m = torch.from_numpy(mask) if mask is not None else None
-        h = torch.from_numpy(home) if home is not None else None
         for name, head in fusions.items():
             if name in method_features:
                 own = method_features[name]
-                res = head(torch.from_numpy(own.features), torch.from_numpy(own.logits), m, h)
+                res = head(torch.from_numpy(own.features), torch.from_numpy(own.logits), m)
             elif name == "random_features":
                 if random_feats is None:
                     continue
@@ -327,13 +294,10 @@ class LoadedRun:
                     torch.from_numpy(random_feats.features),
                     torch.from_numpy(random_feats.logits),
                     m,
-                    h,
                 )
             else:
-                res = head(f, lg, m, h)
+                res = head(f, lg, m)
             logits = res.logits.numpy()
-            if name in self.site_priors and head is self.fusions.get(name) and home is not None:
-                logits = apply_site_prior(logits, home, self.site_priors[name])
             if calibrated and head is self.fusions.get(name):
                 logits = logits / self.temperatures.get(name, 1.0)
             out.probs[name] = softmax(logits)

@@ -23,9 +23,6 @@ _RGB_TO_XYZ = np.array(
 _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 _DELTA = 6.0 / 29.0
-_STATISTICS = ("moments", "robust")
-_MATCH = ("mean_std", "mean")
-_IQR_PER_SD = 1.3489795  # interquartile range of a standard normal distribution
 AUTO_SCALE_THRESHOLD = 2.0
 """With ``scale="auto"``, images whose maximum exceeds this are read as 0..255, else 0..1."""
 
@@ -97,8 +94,8 @@ class ColourNormalizer(SiteNormalizer):
     1. ``rgb = clip(x / scale_, 0, 1)`` (``scale_`` is 1 or 255, see ``scale``);
     2. ``lab = rgb_to_lab(rgb)`` (sRGB, D65);
     3. ``lab' = (lab - mean_) / std_ * reference_std + reference_mean`` per L*a*b* channel, where
-       ``mean_`` / ``std_`` ``[3]`` are the site's L*a*b* statistics learned by ``fit``
-       (with ``match="mean"``: ``lab' = lab - mean_ + reference_mean``);
+       ``mean_`` / ``std_`` ``[3]`` are the site's L*a*b* mean and standard deviation learned
+       by ``fit``;
     4. ``rgb' = lab_to_rgb(lab')`` clipped to the sRGB gamut [0, 1];
     5. ``y = (rgb' - output_mean_) / output_std_`` per RGB channel, float32 ``[3, ...]``.
 
@@ -112,15 +109,6 @@ class ColourNormalizer(SiteNormalizer):
     * ``reference_mean`` (L*, a*, b*), default ``(65, 15, 15)`` (a light skin tone), L* in
       [0, 100], a*/b* in [-128, 127];
     * ``reference_std`` (three numbers > 0), default ``(15, 8, 8)``;
-    * ``statistics``: how ``mean_`` / ``std_`` are estimated from the site's pixels:
-      ``"moments"`` (default: mean and standard deviation, as in Reinhard et al.) or
-      ``"robust"`` (median and interquartile range / 1.349, which equals the standard deviation
-      for a Gaussian). Robust statistics describe the site's skin and illumination rather than
-      its outliers: the dark corners of vignetted dermoscopy images and large dark lesions,
-      whose share depends on the site's case mix, move the moments but hardly the quartiles;
-    * ``match``: ``"mean_std"`` (default: the site's mean and spread are both mapped onto the
-      reference) or ``"mean"`` (only the mean is moved; each site keeps its own contrast, so a
-      site whose spread is inflated by dark corners is not compressed as a whole);
     * ``scale``: ``"auto"`` (default: 255 if the largest fitted intensity exceeds
       :data:`AUTO_SCALE_THRESHOLD`, else 1) or a positive number (the value of white);
     * ``seed`` / ``samples_per_image`` (see :class:`SiteNormalizer`).
@@ -131,7 +119,7 @@ class ColourNormalizer(SiteNormalizer):
     """
 
     kind: ClassVar[str] = "colour"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     scale_: float
     mean_: FloatArray
@@ -145,8 +133,6 @@ class ColourNormalizer(SiteNormalizer):
         reference_mean: Sequence[float] = (65.0, 15.0, 15.0),
         reference_std: Sequence[float] = (15.0, 8.0, 8.0),
         scale: float | str = "auto",
-        statistics: str = "moments",
-        match: str = "mean_std",
         seed: int = 0,
         samples_per_image: int = 20_000,
     ) -> None:
@@ -162,17 +148,6 @@ class ColourNormalizer(SiteNormalizer):
         self.reference_std = check_floats(
             owner, "reference_std", reference_std, length=3, positive=True
         )
-        if statistics not in _STATISTICS:
-            raise ConfigError(
-                f"{owner}: parameter 'statistics' must be one of {', '.join(_STATISTICS)}, "
-                f"got {statistics!r}"
-            )
-        self.statistics = statistics
-        if match not in _MATCH:
-            raise ConfigError(
-                f"{owner}: parameter 'match' must be one of {', '.join(_MATCH)}, got {match!r}"
-            )
-        self.match = match
         if isinstance(scale, str):
             if scale != "auto":
                 raise ConfigError(
@@ -200,12 +175,8 @@ class ColourNormalizer(SiteNormalizer):
         else:
             scale = float(self.scale)
         lab = rgb_to_lab(samples / scale)
-        if self.statistics == "robust":
-            q1, mean, q3 = np.percentile(lab, [25.0, 50.0, 75.0], axis=1)
-            std = (q3 - q1) / _IQR_PER_SD
-        else:
-            mean = lab.mean(axis=1)
-            std = lab.std(axis=1)
+        mean = lab.mean(axis=1)
+        std = lab.std(axis=1)
         std = np.where(std > 1e-6, std, 1.0)
         out_mean, out_std = _reference_rgb_moments(self.reference_mean, self.reference_std)
         return {
@@ -244,10 +215,7 @@ class ColourNormalizer(SiteNormalizer):
         lab = rgb_to_lab(image / self.scale_)
         ref_mean = np.asarray(self.reference_mean).reshape(shape)
         ref_std = np.asarray(self.reference_std).reshape(shape)
-        if self.match == "mean":
-            matched = lab - self.mean_.reshape(shape) + ref_mean
-        else:
-            matched = (lab - self.mean_.reshape(shape)) / self.std_.reshape(shape) * ref_std
-            matched = matched + ref_mean
+        matched = (lab - self.mean_.reshape(shape)) / self.std_.reshape(shape) * ref_std
+        matched = matched + ref_mean
         rgb = lab_to_rgb(matched)
         return (rgb - self.output_mean_.reshape(shape)) / self.output_std_.reshape(shape)

@@ -499,7 +499,6 @@ class _Context:
             one,
             ExpertFeatures((str(i),), feats.features[i : i + 1], feats.logits[i : i + 1]),
             None,
-            home=preds.home[i : i + 1] if preds.home is not None else None,
             method_features={
                 name: ExpertFeatures((str(i),), own.features[i : i + 1], own.logits[i : i + 1])
                 for name, own in preds.method_features.items()

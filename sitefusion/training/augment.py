@@ -4,11 +4,6 @@ Geometry: random flips along every spatial axis and 90-degree rotations in the f
 axes (dermoscopy and most 2D/3D medical images have no canonical in-plane orientation), plus a
 mild random zoom. Intensity: small per-image scale/shift and Gaussian noise, applied *after* site
 normalization so that they model residual acquisition variation rather than undo normalization.
-Optional colour jitter (``colour_jitter > 0``): a random scale and shift per channel and a random
-gamma, of the given strength, also after normalization. Per-channel changes are colour casts for
-RGB images; colour augmentation is what made stain-normalized histopathology models generalise
-across centres in Tellez et al. (Medical Image Analysis 58, 2019), and a site's affine Lab
-normalization leaves such casts (and contrast differences) inside every site.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import (
     Compose,
-    RandAdjustContrast,
     RandFlip,
     RandGaussianNoise,
     RandRotate90,
@@ -31,23 +25,10 @@ __all__ = ["BatchAugmenter"]
 class BatchAugmenter:
     """Apply a seeded MONAI augmentation pipeline to each image of a batch ``[B, C, *S]``."""
 
-    def __init__(self, spatial_dims: int, seed: int = 0, colour_jitter: float = 0.0) -> None:
+    def __init__(self, spatial_dims: int, seed: int = 0) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if not 0.0 <= colour_jitter < 1.0:
-            raise ValueError(f"colour_jitter must be in [0, 1), got {colour_jitter}")
         flips = [RandFlip(prob=0.5, spatial_axis=a) for a in range(spatial_dims)]
-        jitter = (
-            [
-                RandScaleIntensity(prob=0.8, factors=colour_jitter, channel_wise=True),
-                RandShiftIntensity(prob=0.8, offsets=colour_jitter, channel_wise=True),
-                RandAdjustContrast(
-                    prob=0.3, gamma=(1.0 / (1.0 + colour_jitter), 1.0 + colour_jitter)
-                ),
-            ]
-            if colour_jitter > 0
-            else []
-        )
         self.transform = Compose(
             [
                 *flips,
@@ -57,7 +38,6 @@ class BatchAugmenter:
                 ),
                 RandScaleIntensity(prob=0.5, factors=0.1),
                 RandShiftIntensity(prob=0.5, offsets=0.1),
-                *jitter,
                 RandGaussianNoise(prob=0.2, std=0.03),
             ]
         )

@@ -24,12 +24,7 @@ from sitefusion.experts import SiteExpert, average_state_dicts
 from sitefusion.fusion import FusionOutput
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
-from sitefusion.training.loop import (
-    class_weights,
-    logit_adjustments,
-    recompute_batchnorm,
-    site_class_weights,
-)
+from sitefusion.training.loop import class_weights, recompute_batchnorm
 
 __all__ = [
     "FusedSystem",
@@ -58,11 +53,9 @@ class FusedSystem(nn.Module):
         logits = [e.head(z) for e, z in zip(experts, zs, strict=True)]
         return torch.stack(zs, 1), torch.stack(logits, 1)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, home: torch.Tensor | None = None
-    ) -> FusionOutput:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> FusionOutput:
         features, logits = self.expert_outputs(x)
-        out: FusionOutput = self.head(features, logits, mask, home)
+        out: FusionOutput = self.head(features, logits, mask)
         return out
 
 
@@ -89,22 +82,20 @@ def finetune_fusion(
     images: np.ndarray,
     labels: np.ndarray,
     presence: np.ndarray,
-    home: np.ndarray,
     *,
     cfg: FusionConfig,
     num_classes: int,
     seed: int,
     batch_size: int = 64,
-    colour_jitter: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
 
-    ``presence [M, E]`` and ``home [M, E]`` are the rows' expert masks and own-site flags (from
-    :func:`sitefusion.training.run.head_rows`). Experts learn at ``cfg.finetune_lr``, the head at
-    ``cfg.lr``, both on a cosine schedule, with the experts' augmentation (``colour_jitter`` as
-    in ``training.colour_jitter``) and expert dropout.
+    ``presence [M, E]`` are the rows' expert masks (an image never reaches the expert that
+    trained on it). Experts learn at ``cfg.finetune_lr``, the head at ``cfg.lr``, both on a
+    cosine schedule, with the experts' augmentation and expert dropout. The loss carries
+    scikit-learn's "balanced" class weights, as the frozen-feature heads do.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -116,46 +107,8 @@ def finetune_fusion(
         ],
         weight_decay=1e-4,
     )
-    if cfg.finetune_balance == "site_class":
-        # Each row's site is its own-site flag; a row without one counts as a site of its own.
-        site = np.where(home.any(1), home.argmax(1), -1)
-        row_weight = torch.from_numpy(
-            site_class_weights(labels, site, num_classes, power=cfg.class_weight_power)
-        )
-        per_row = nn.CrossEntropyLoss(reduction="none")
-
-        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            w = row_weight[idx]
-            return (w * per_row(logits, target)).sum() / w.sum()
-
-    elif cfg.finetune_balance in ("logit_adjust", "site_logit_adjust"):
-        # Unweighted cross-entropy on prior-shifted logits; predictions use the logits alone.
-        site = np.where(home.any(1), home.argmax(1), -1)
-        groups = site if cfg.finetune_balance == "site_logit_adjust" else np.zeros_like(site)
-        offsets = torch.from_numpy(
-            logit_adjustments(labels, groups, num_classes, floor=cfg.site_prior_floor)
-        )
-        plain = nn.CrossEntropyLoss()
-
-        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            return plain(logits + offsets[idx], target)
-
-    else:
-        weighted = nn.CrossEntropyLoss(
-            weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
-        )
-
-        def loss_fn(logits: torch.Tensor, target: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            return weighted(logits, target)
-
-    augment = BatchAugmenter(images.ndim - 2, seed, colour_jitter)
-    # L2-SP (Li et al., 2018): pull each expert copy towards the weights it started from, so
-    # fine-tuning adapts a site's expert instead of overwriting what it learned on its site.
-    anchor = (
-        [(p, p.detach().clone()) for p in system.experts.parameters() if p.requires_grad]
-        if cfg.finetune_anchor > 0
-        else []
-    )
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
+    augment = BatchAugmenter(images.ndim - 2, seed)
     n = len(labels)
     steps = max(1, math.ceil(n / batch_size))
     total_steps = steps * cfg.finetune_epochs
@@ -176,11 +129,8 @@ def finetune_fusion(
             base = torch.from_numpy(presence[idx])
             mask = base & expert_dropout_mask(len(idx), e, cfg.expert_dropout, gen)
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
-            out = system(torch.from_numpy(augment(images[idx])), mask, torch.from_numpy(home[idx]))
-            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)), idx)
-            if anchor:
-                drift = sum(((p - p0) ** 2).sum() for p, p0 in anchor)
-                loss = loss + 0.5 * cfg.finetune_anchor * drift
+            out = system(torch.from_numpy(augment(images[idx])), mask)
+            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -200,13 +150,11 @@ def finetune_soup(
     images: np.ndarray,
     labels: np.ndarray,
     presence: np.ndarray,
-    home: np.ndarray,
     *,
     cfg: FusionConfig,
     num_classes: int,
     seed: int,
     batch_size: int = 64,
-    colour_jitter: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_member: Callable[[int, FusedSystem], None] | None = None,
@@ -240,12 +188,10 @@ def finetune_soup(
                 images,
                 labels,
                 presence,
-                home,
                 cfg=cfg,
                 num_classes=num_classes,
                 seed=seed + member,
                 batch_size=batch_size,
-                colour_jitter=colour_jitter,
                 on_epoch=member_epoch,
                 on_batch=on_batch,
             )

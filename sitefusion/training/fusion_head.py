@@ -38,14 +38,12 @@ class FusionClassifier(nn.Module):
         num_classes: int,
         *,
         use_local_logits: bool = True,
-        use_home_flag: bool = False,
         hidden: int = 64,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.mode = mode
         self.use_local_logits = use_local_logits
-        self.use_home_flag = use_home_flag
         in_dim = feature_dim + (num_classes if use_local_logits else 0)
         self.mean: torch.Tensor
         self.std: torch.Tensor
@@ -54,7 +52,7 @@ class FusionClassifier(nn.Module):
         self.fusion = make_fusion(
             mode,
             num_experts=num_experts,
-            feature_dim=in_dim + (1 if use_home_flag else 0),
+            feature_dim=in_dim,
             num_classes=num_classes,
             hidden=hidden,
             dropout=dropout,
@@ -65,7 +63,6 @@ class FusionClassifier(nn.Module):
             "feature_dim": feature_dim,
             "num_classes": num_classes,
             "use_local_logits": use_local_logits,
-            "use_home_flag": use_home_flag,
             "hidden": hidden,
             "dropout": dropout,
         }
@@ -87,18 +84,10 @@ class FusionClassifier(nn.Module):
         features: torch.Tensor,
         logits: torch.Tensor,
         mask: torch.Tensor | None = None,
-        home: torch.Tensor | None = None,
     ) -> FusionOutput:
-        """Fuse ``[B, E, D]`` features and ``[B, E, K]`` local logits.
-
-        ``mask [B, E]``: experts present; ``home [B, E]``: the expert of the image's own site
-        (all ``False`` for an image from a site without an expert). The home flag lets the
-        attention learn how far to trust an expert on its own site versus elsewhere.
-        """
+        """Fuse ``[B, E, D]`` features and ``[B, E, K]`` local logits; ``mask [B, E]``: experts
+        present (default all)."""
         x = (self.prepare(features, logits) - self.mean) / self.std
-        if self.use_home_flag:
-            flag = home if home is not None else torch.zeros(x.shape[:2], dtype=torch.bool)
-            x = torch.cat([x, flag.to(x.dtype).unsqueeze(-1)], dim=-1)
         return self.fusion(x, mask)
 
 
@@ -122,7 +111,6 @@ def fit_fusion(
     num_classes: int,
     seed: int,
     presence: np.ndarray | None = None,
-    home: np.ndarray | None = None,
     expert_dropout: float = 0.2,
     batch_size: int = 256,
 ) -> tuple[FusionClassifier, list[float]]:
@@ -142,7 +130,6 @@ def fit_fusion(
         d,
         num_classes,
         use_local_logits=cfg.use_local_logits,
-        use_home_flag=cfg.use_home_flag,
         hidden=cfg.hidden,
         dropout=cfg.dropout,
     )
@@ -154,16 +141,11 @@ def fit_fusion(
         if presence is not None
         else torch.ones(n, e, dtype=torch.bool)
     )
-    home_t = (
-        torch.from_numpy(home.astype(bool))
-        if home is not None
-        else torch.zeros(n, e, dtype=torch.bool)
-    )
     with torch.no_grad():
         model.set_statistics(f, lg)
-    loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(labels, num_classes, power=cfg.class_weight_power)
-    )
+    # scikit-learn's "balanced" weights: square-root weights, as for the CNNs, did worse here
+    # (docs/benchmarks.md).
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     curve: list[float] = []
@@ -178,7 +160,7 @@ def fit_fusion(
                 drop = expert_dropout_mask(len(idx), e, expert_dropout, gen)
                 both = mask & drop
                 mask = torch.where(both.any(1, keepdim=True), both, mask)
-            out = model(f[idx], lg[idx], mask, home_t[idx])
+            out = model(f[idx], lg[idx], mask)
             loss = loss_fn(out.logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

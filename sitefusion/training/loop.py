@@ -2,9 +2,7 @@
 
 In-memory tensors in, best weights out; class-weighted cross-entropy, AdamW with a cosine
 learning-rate schedule and a short warm-up, early stopping on the validation balanced accuracy,
-and a checkpoint after every epoch so that an interrupted run resumes where it stopped. With
-``swa_epochs`` the result is instead the average of the weights after each of the last epochs
-(stochastic weight averaging, Izmailov et al., UAI 2018), with BatchNorm statistics re-estimated.
+and a checkpoint after every epoch so that an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from sitefusion.config import TrainingConfig
-from sitefusion.experts import average_state_dicts
-from sitefusion.fusion.site_prior import floored_frequencies
 from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -34,10 +30,8 @@ __all__ = [
     "class_weights",
     "epoch_steps",
     "fit_classifier",
-    "logit_adjustments",
     "predict_logits",
     "recompute_batchnorm",
-    "site_class_weights",
 ]
 
 
@@ -77,57 +71,6 @@ def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> t
     w[present] = (counts[present].sum() / counts[present]) ** power
     w[present] /= w[present].mean()
     return torch.tensor(w, dtype=torch.float32)
-
-
-def site_class_weights(
-    labels: np.ndarray, groups: np.ndarray, num_classes: int, power: float = 1.0
-) -> np.ndarray:
-    """Per-image weights that give every site equal total weight and, within a site, every class.
-
-    With ``power=1`` the weighted loss is the mean over sites of each site's class-balanced loss:
-    the surrogate of the mean over sites of per-site balanced accuracy, which global class weights
-    are not (they let the largest sites decide what "balanced" means). ``groups [N]`` holds each
-    image's site (any hashable codes). Image weight: ``(1 / (S * K_s * n_sc)) ** power`` with
-    ``S`` sites, ``K_s`` classes present at site ``s`` and ``n_sc`` images of class ``c`` there;
-    scaled to mean 1.
-    """
-    labels = np.asarray(labels)
-    groups = np.asarray(groups)
-    if labels.shape != groups.shape:
-        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must have one shape")
-    names, g = np.unique(groups, return_inverse=True)
-    counts = np.zeros((len(names), num_classes))
-    np.add.at(counts, (g, labels), 1.0)
-    present = (counts > 0).sum(1)
-    cell = counts[g, labels] * present[g] * len(names)
-    w = (1.0 / cell) ** power
-    return np.asarray(w / w.mean(), dtype=np.float32)
-
-
-def logit_adjustments(
-    labels: np.ndarray, groups: np.ndarray, num_classes: int, floor: float = 0.01
-) -> np.ndarray:
-    """Per-image logit offsets ``[N, K]``: the log class frequencies of each image's group.
-
-    The logit-adjusted loss (Menon et al., ICLR 2021) trains on ``logits + log p(c)`` with plain,
-    unweighted cross-entropy and predicts from the logits alone; the offsets make the network
-    learn scores free of the training prior, which is what balanced accuracy rewards, without
-    the few-image, high-weight gradients of inverse-frequency weights. With ``groups [N]`` the
-    images' sites, each image gets its own site's prior, so the scores are free of every site's
-    case mix. Frequencies are floored at ``floor`` and renormalised per group, so that a class
-    a site has barely seen does not get an extreme offset.
-    """
-    labels = np.asarray(labels)
-    groups = np.asarray(groups)
-    if labels.shape != groups.shape:
-        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must have one shape")
-    if not 0.0 < floor < 1.0 / num_classes:
-        raise ValueError(f"floor must be in (0, 1/{num_classes}), got {floor}")
-    names, g = np.unique(groups, return_inverse=True)
-    counts = np.zeros((len(names), num_classes))
-    np.add.at(counts, (g, labels), 1.0)
-    p = np.stack([floored_frequencies(c, floor) for c in counts])
-    return np.asarray(np.log(p)[g], dtype=np.float32)
 
 
 @torch.inference_mode()
@@ -196,10 +139,6 @@ def fit_classifier(
         x_val, y_val: validation images of the same site (early stopping); may be empty, then
             the last epoch is kept.
         cfg: epochs, batch size, learning rate, weight decay, patience, augmentation, weighting.
-            With ``cfg.swa_epochs > 0`` there is no early stopping: the weights after each of the
-            last ``swa_epochs`` epochs are averaged (the running mean is what checkpoints keep as
-            "best"), and the average's BatchNorm statistics are re-estimated over ``x_train``;
-            validation is still scored every epoch, for the history.
         seed: fixes data order, augmentation and dropout epoch by epoch, so that a resumed run
             follows the same path as an uninterrupted one.
         run, checkpoint_stem: where per-epoch checkpoints go (``None``: no checkpoints).
@@ -212,7 +151,7 @@ def fit_classifier(
     val_loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spatial_dims = x_train.ndim - 2
-    augment = BatchAugmenter(spatial_dims, seed, cfg.colour_jitter) if cfg.augment else None
+    augment = BatchAugmenter(spatial_dims, seed) if cfg.augment else None
 
     state = TrainingState(epoch=-1, best_epoch=-1, best_score=-math.inf)
     best: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -225,7 +164,6 @@ def fit_classifier(
 
     n = len(x_train)
     steps = epoch_steps(n, cfg)
-    swa_start = cfg.epochs - cfg.swa_epochs if cfg.swa_epochs > 0 else None
     for epoch in range(state.epoch + 1, cfg.epochs):
         if state.stopped:
             break
@@ -273,25 +211,11 @@ def fit_classifier(
                 val_bacc = float(balanced_accuracy_score(y_val, logits.argmax(1)))
         else:
             val_loss, val_bacc = float("nan"), float("nan")
-        if cfg.select_by == "loss":
-            score = -val_loss if not math.isnan(val_loss) else -math.inf
-        else:
-            # Balanced accuracy first; the loss breaks ties (tiny validation sets tie often).
-            score = (val_bacc if not math.isnan(val_bacc) else 0.0) - 1e-3 * (
-                val_loss if not math.isnan(val_loss) else 0.0
-            )
-        if swa_start is not None:
-            if epoch >= swa_start:
-                # Running mean of the weights after epochs swa_start..epoch (float64 inside).
-                averaged = epoch - swa_start
-                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best = (
-                    current
-                    if averaged == 0
-                    else average_state_dicts([best, current], weights=[averaged, 1])
-                )
-                state.best_epoch = epoch
-        elif not len(x_val) or score > state.best_score:
+        # Balanced accuracy first; the loss breaks ties (tiny validation sets tie often).
+        score = (val_bacc if not math.isnan(val_bacc) else 0.0) - 1e-3 * (
+            val_loss if not math.isnan(val_loss) else 0.0
+        )
+        if not len(x_val) or score > state.best_score:
             state.best_score = score
             state.best_epoch = epoch
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -305,7 +229,7 @@ def fit_classifier(
                 "seconds": elapsed,
             }
         )
-        if swa_start is None and epoch - state.best_epoch >= cfg.patience:
+        if epoch - state.best_epoch >= cfg.patience:
             state.stopped = True
         if run is not None and checkpoint_stem is not None:
             save_checkpoint(run, checkpoint_stem, model, optimizer, best, state)
@@ -316,9 +240,4 @@ def fit_classifier(
                 )
             )
     model.load_state_dict(best)
-    if swa_start is not None:
-        # The averaged running statistics do not describe the averaged weights' activations.
-        recompute_batchnorm(model, x_train, cfg.batch_size)
-        model.eval()
-        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return FitResult(best, state.history, state.best_epoch, resumed_from)

@@ -45,7 +45,6 @@ from sitefusion.data import (
 )
 from sitefusion.errors import ArtifactError, ConfigError, UnknownChoiceError
 from sitefusion.experts import SiteExpert, average_state_dicts
-from sitefusion.fusion import apply_site_prior, site_prior_offsets
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.rundir.environment import environment_info, record_environment
@@ -74,7 +73,6 @@ __all__ = [
     "build_expert",
     "cache_features",
     "head_rows",
-    "head_site_prior",
     "prepare_run",
     "resolve_data",
     "select_head_rows",
@@ -465,7 +463,6 @@ class HeadRows:
     labels: np.ndarray  # [M]
     groups: np.ndarray  # [M]
     presence: np.ndarray  # [M, E] bool
-    home: np.ndarray  # [M, E] bool: the expert of the image's own site
     n_fusion: int
     n_cross_fit: int
 
@@ -489,7 +486,7 @@ def select_head_rows(
     rows of every site with that site's own expert masked out. Test rows never.
     """
     experts = list(experts)
-    positions, presence, home = [], [], []
+    positions, presence = [], []
     n_fusion = n_cross = 0
     for j, rid in enumerate(ids):
         row = info[rid]
@@ -504,15 +501,13 @@ def select_head_rows(
             continue
         positions.append(j)
         presence.append(mask)
-        home.append(own)
-    shape = (len(positions), len(experts))
-    pres = np.array(presence, dtype=bool).reshape(shape)
-    owns = np.array(home, dtype=bool).reshape(shape)
+    pres = np.array(presence, dtype=bool).reshape(len(positions), len(experts))
     # The contract of the design, checked every time: no expert's feature of an image it
     # trained on reaches the fusion, and no test image does at all.
     chosen = [info[ids[j]] for j in positions]
-    for row, m, o in zip(chosen, pres, owns, strict=True):
-        if row.split == "test" or (row.split in ("train", "val") and (m & o).any()):
+    for row, m in zip(chosen, pres, strict=True):
+        own = np.array([e == row.site for e in experts])
+        if row.split == "test" or (row.split in ("train", "val") and (m & own).any()):
             raise ArtifactError(
                 f"fusion rows include a {row.split}-split image of {row.site} with its own "
                 "site's expert present"
@@ -522,7 +517,6 @@ def select_head_rows(
         labels=np.array([row.label for row in chosen], dtype=np.int64),
         groups=np.array([row.group for row in chosen]),
         presence=pres,
-        home=owns,
         n_fusion=n_fusion,
         n_cross_fit=n_cross,
     )
@@ -544,7 +538,6 @@ def _out_of_fold_temperature(
     xl: np.ndarray,
     rows: HeadRows,
     num_classes: int,
-    prior: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Temperature of the fusion fitted on out-of-fold logits (5 folds by group)."""
     from sklearn.model_selection import GroupKFold
@@ -561,7 +554,6 @@ def _out_of_fold_temperature(
             num_classes=num_classes,
             seed=cfg.seed + 100 + k,
             presence=rows.presence[tr],
-            home=rows.home[tr],
             expert_dropout=cfg.fusion.expert_dropout,
         )
         with torch.inference_mode():
@@ -569,11 +561,8 @@ def _out_of_fold_temperature(
                 torch.from_numpy(np.ascontiguousarray(x[te])),
                 torch.from_numpy(np.ascontiguousarray(xl[te])),
                 torch.from_numpy(rows.presence[te]),
-                torch.from_numpy(rows.home[te]),
             )
         oof[te] = out.logits.numpy()
-    if prior is not None:  # the temperature scales the logits the run predicts with
-        oof = apply_site_prior(oof, rows.home, prior)
     return temperature_record(
         oof,
         rows.labels,
@@ -632,12 +621,8 @@ def _finetune(
     train_rows: np.ndarray,
     calib_rows: np.ndarray,
     console: Console | None,
-    prior: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature.
-
-    ``prior [E, K]``: the site-prior offsets the run predicts with (held-out logits include them).
-    """
+    """Fine-tune ``experts`` with ``head`` end to end; write the experts; fit the temperature."""
     pos = {rid: i for i, rid in enumerate(data.ids)}
     cache_ids = load_feature_cache(run, "features/trained.safetensors").ids
     data_rows = np.array([pos[cache_ids[j]] for j in rows.positions])
@@ -650,9 +635,8 @@ def _finetune(
     def holdout_logits(model: FusedSystem) -> np.ndarray:
         """Logits on the held-out fusion-split images (never trained on)."""
         with torch.inference_mode():
-            out = model(torch.from_numpy(x_cal), None, torch.from_numpy(rows.home[calib_rows]))
-        logits = out.logits.numpy()
-        return logits if prior is None else apply_site_prior(logits, rows.home[calib_rows], prior)
+            out = model(torch.from_numpy(x_cal))
+        return np.asarray(out.logits.numpy())
 
     member_logits: list[np.ndarray] = []
     with make_progress(console) as progress:
@@ -662,12 +646,10 @@ def _finetune(
             images,
             rows.labels[train_rows],
             rows.presence[train_rows],
-            rows.home[train_rows],
             cfg=cfg.fusion,
             num_classes=num_classes,
             seed=cfg.seed,
             batch_size=cfg.training.batch_size,
-            colour_jitter=cfg.training.colour_jitter if cfg.training.augment else 0.0,
             on_epoch=lambda ep, loss: progress.update(
                 task, info=f"epoch {ep + 1}/{epochs} loss {loss:.3f}"
             ),
@@ -725,24 +707,6 @@ def _finetune(
     return meta
 
 
-def head_site_prior(
-    cfg: Config, data: RunData, rows: HeadRows, keep: np.ndarray
-) -> np.ndarray | None:
-    """``[E, K]`` site-prior offsets from the class counts of a head's training rows, or None."""
-    if cfg.fusion.site_prior <= 0:
-        return None
-    sites = data.manifest.sites
-    counted = keep & rows.home.any(1)  # rows of a site with an expert
-    return site_prior_offsets(
-        rows.labels[counted],
-        np.asarray(sites)[rows.home[counted].argmax(1)],
-        sites,
-        len(data.manifest.classes),
-        strength=cfg.fusion.site_prior,
-        floor=cfg.fusion.site_prior_floor,
-    )
-
-
 def train_heads(
     cfg: Config,
     run: RunDir,
@@ -794,7 +758,6 @@ def train_heads(
             num_classes=num_classes,
             seed=cfg.seed,
             presence=rows.presence[keep],
-            home=rows.home[keep],
             expert_dropout=cfg.fusion.expert_dropout,
         )
         meta: dict[str, Any] = {
@@ -803,15 +766,6 @@ def train_heads(
             "n_fusion": rows.n_fusion,
             "n_cross_fit": rows.n_cross_fit,
         }
-        prior = head_site_prior(cfg, data, rows, keep)
-        if prior is not None:
-            meta["site_prior"] = {
-                "strength": cfg.fusion.site_prior,
-                "floor": cfg.fusion.site_prior_floor,
-                "sites": list(data.manifest.sites),
-                "offsets": prior.tolist(),
-                "fitted_on": f"class counts of the head's {int(keep.sum())} training rows",
-            }
         if tuned:
             state_rel = "experts/init.safetensors" if name == "random_features" else None
             experts = []
@@ -820,14 +774,12 @@ def train_heads(
                 expert.load_state_dict(run.read_tensors(state_rel or f"experts/{site}.safetensors"))
                 experts.append(expert)
             meta["finetune"] = _finetune(
-                cfg, run, data, bank, name, model, experts, rows, keep, calib, console, prior
+                cfg, run, data, bank, name, model, experts, rows, keep, calib, console
             )
             if "calibration" in meta["finetune"]:
                 meta["calibration"] = meta["finetune"].pop("calibration")
         elif name == product:
-            meta["calibration"] = _out_of_fold_temperature(
-                cfg, mode, x, xl, rows, num_classes, prior
-            )
+            meta["calibration"] = _out_of_fold_temperature(cfg, mode, x, xl, rows, num_classes)
         meta["seconds"] = time.perf_counter() - t0
         # The head last: its presence marks the method as finished (resume skips it).
         run.write_json(f"fusion/{name}.json", meta)

@@ -166,35 +166,6 @@ def test_load_checks_every_file(bank: NormalizerBank, tmp_path: Path) -> None:
         NormalizerBank.load(tmp_path / "nowhere")
 
 
-def test_bank_saved_before_a_parameter_existed_loads_with_its_default(tmp_path: Path) -> None:
-    """Run directories written before ColourNormalizer had ``statistics`` still load."""
-    import hashlib
-
-    rng = np.random.default_rng(1)
-    sites = {s: [rng.uniform(0.2, 0.9, (3, 8, 8)) for _ in range(2)] for s in ("A", "B")}
-    bank = NormalizerBank("colour").fit(sites)
-    root = bank.save(tmp_path / "old")
-    index = json.loads((root / "bank.json").read_text())
-    del index["params"]["statistics"]
-    for entry in [*index["sites"], index["pooled"]]:
-        path = root / entry["file"]
-        member = json.loads(path.read_text())
-        del member["params"]["statistics"]
-        path.write_text(json.dumps(member))
-        entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (root / "bank.json").write_text(json.dumps(index))
-    loaded = NormalizerBank.load(root)
-    assert loaded.params["statistics"] == "moments"
-    probe = rng.uniform(0.2, 0.9, (3, 8, 8))
-    np.testing.assert_array_equal(
-        loaded.transform(probe, "B").array, bank.transform(probe, "B").array
-    )
-    index["params"]["statistics"] = "robust"  # a value the members were not fitted with
-    (root / "bank.json").write_text(json.dumps(index))
-    with pytest.raises(ArtifactError, match="params"):
-        NormalizerBank.load(root)
-
-
 def test_invalid_construction() -> None:
     with pytest.raises(UnknownChoiceError, match="did you mean 'nearest'"):
         NormalizerBank("zscore", unseen_policy="neerest")

@@ -68,7 +68,6 @@ def test_evaluation_probabilities_stay_unscaled(scoring_run: Path, tmp_path: Pat
         scaled,
         feats,
         raw.random_features,
-        home=raw.home,
         method_features=raw.method_features,
         calibrated=True,
     )

@@ -161,21 +161,14 @@ def test_same_seed_same_weights(synthetic_2d: Path, tmp_path: Path, tiny_config:
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-@pytest.mark.parametrize("swa", [0, 2])
 def test_resume_after_interrupted_expert(
     synthetic_2d: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_config: Tiny,
-    swa: int,
 ) -> None:
-    """Kill the expert loop after its first epoch; the rerun continues at epoch 2, not 1.
-
-    With weight averaging the checkpoint carries the running mean, so the resumed average
-    equals the uninterrupted one."""
-    cfg = tiny_config(
-        synthetic_2d, training__epochs=3, training__patience=10, training__swa_epochs=swa
-    )
+    """Kill the expert loop after its first epoch; the rerun continues at epoch 2, not 1."""
+    cfg = tiny_config(synthetic_2d, training__epochs=3, training__patience=10)
     out = tmp_path / "r"
     run, data = prepare_run(cfg, out)
     bank = run_module.fit_normalizers(cfg, run, data)
@@ -282,49 +275,3 @@ def test_finetuned_fusion_keeps_site_experts_and_predicts(
     # The local expert is the untouched site expert, not the fusion's fine-tuned copy.
     assert preds.features is not None
     assert not np.allclose(preds.method_features["fusion"].features, preds.features.features)
-
-
-def test_site_prior_is_stored_and_shifts_known_sites_only(
-    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny, finished_run: Path
-) -> None:
-    """``fusion.site_prior``: every fusion stores offsets computed from its training rows' class
-    counts; predictions of a known site are the unshifted ones moved by that site's offsets, and
-    an image of an unseen site is left as the run without a prior predicts it."""
-    from sitefusion.fusion import apply_site_prior, site_prior_offsets
-    from sitefusion.training.features import load_feature_cache
-    from sitefusion.training.run import head_rows
-
-    cfg = tiny_config(synthetic_2d, fusion__site_prior=0.5, fusion__site_prior_floor=0.02)
-    out = tmp_path / "prior"
-    train_run(cfg, out)
-    run = RunDir(out)
-    _, data = prepare_run(cfg, out)
-    rows = head_rows(cfg, data, load_feature_cache(run, "features/trained.safetensors"))
-    sites = list(data.manifest.sites)
-    expected = site_prior_offsets(
-        rows.labels,
-        np.asarray(sites)[rows.home.argmax(1)],
-        sites,
-        len(data.manifest.classes),
-        strength=0.5,
-        floor=0.02,
-    )
-    for name in ("fusion", "fusion_concat", "fusion_attention", "random_features"):
-        prior = run.read_json(f"fusion/{name}.json")["site_prior"]
-        assert prior["sites"] == sites
-        np.testing.assert_allclose(prior["offsets"], expected, rtol=1e-6)
-    assert np.abs(expected).max() > 0.05  # the synthetic sites have different class mixes
-
-    # Same seed and data: the run without a prior has the same heads, so the difference of the
-    # two runs' log-probabilities is exactly the offsets (up to a per-row constant).
-    with_prior, without = LoadedRun(out), LoadedRun(finished_run)
-    x = np.random.default_rng(2).normal(size=(3, 1, 24, 24)).astype(np.float32)
-    site_list = [sites[0], sites[1], None]
-    a = with_prior.predict(x, site_list).probs["fusion"]
-    b = without.predict(x, site_list).probs["fusion"]
-    home = with_prior.home_mask(site_list, ["known", "known", "unseen"])
-    shifted = apply_site_prior(np.log(b), home, with_prior.site_priors["fusion"])
-    expected_probs = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
-    np.testing.assert_allclose(a, expected_probs, atol=1e-5)
-    np.testing.assert_allclose(a[2], b[2], atol=1e-6)  # unseen site: no shift
-    assert not np.allclose(a[0], b[0], atol=1e-3)
