@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sitefusion.inference import LoadedRun
+from sitefusion.methods import LoadedRun
 from sitefusion.scoring import score_inputs
 
 
@@ -47,8 +47,9 @@ def main() -> None:
         t_end = time.perf_counter() - t0
 
     method = summary.method
-    head = loaded.fusions[method]
-    experts = loaded.fusion_experts.get(method, loaded.experts)
+    fusion = loaded.fusion(method)
+    head = fusion.head
+    experts = fusion.networks or loaded.experts
     x = rng.normal(size=(args.n, c, *size)).astype(np.float32)
     batch = 64
     with torch.inference_mode():

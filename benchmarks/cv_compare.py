@@ -29,7 +29,7 @@ from sitefusion.evaluation.bootstrap import group_bootstrap_weights, percentile_
 from sitefusion.evaluation.harness import site_seed
 from sitefusion.evaluation.metrics import macro_auc
 from sitefusion.evaluation.weighted import batched_balanced_accuracy
-from sitefusion.inference import softmax
+from sitefusion.methods import softmax_rows as softmax
 
 
 def _stack(paths: list[Path], method: str) -> dict[str, np.ndarray]:

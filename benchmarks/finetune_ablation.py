@@ -36,22 +36,16 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from sitefusion.config import load_config
-from sitefusion.experts import average_state_dicts
-from sitefusion.inference import LoadedRun
+from sitefusion.experts import average_state_dicts, build_expert
+from sitefusion.fusion import FusedSystem
+from sitefusion.methods import LoadedRun
+from sitefusion.training.context import calibration_holdout, head_rows, normalize_rows
 from sitefusion.training.features import load_feature_cache
-from sitefusion.training.finetune import FusedSystem, finetune_fusion
+from sitefusion.training.finetune import finetune_fusion
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.loop import recompute_batchnorm
-from sitefusion.training.run import (
-    build_expert,
-    cache_features,
-    calibration_holdout,
-    fit_normalizers,
-    head_rows,
-    load_experts,
-    normalize_rows,
-    prepare_run,
-)
+from sitefusion.training.stages import cache_features, fit_normalizers, load_experts
+from sitefusion.workflows import prepare_run
 
 
 def _logits(system: torch.nn.Module, x: np.ndarray) -> np.ndarray:

@@ -21,16 +21,16 @@ from sklearn.model_selection import GroupKFold
 
 from sitefusion.config import parse_overrides
 from sitefusion.data import load_split_table
-from sitefusion.evaluation.cross_site import _head_training_rows
-from sitefusion.inference import LoadedRun
+from sitefusion.methods import LoadedRun
 from sitefusion.training.fusion_head import fit_fusion
+from sitefusion.workflows.evaluate import head_training_rows
 
 
 def oof_scores(
     loaded: LoadedRun, fusion_cfg: object, mode: str, cross_fit: bool
 ) -> dict[str, float]:
     """Out-of-fold balanced accuracy per site of one head setting."""
-    feats, y, sites, presence = _head_training_rows(loaded)
+    feats, y, sites, presence = head_training_rows(loaded)
     if not cross_fit:
         keep = presence.all(1)
         feats, y, sites = feats.subset(np.flatnonzero(keep)), y[keep], sites[keep]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from sitefusion.config import load_config
+from sitefusion.experts import build_expert
 from sitefusion.rundir.environment import environment_info
-from sitefusion.training.run import build_expert
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ham10000.yaml"
 

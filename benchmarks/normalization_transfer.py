@@ -28,17 +28,12 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from sitefusion.config import load_config
-from sitefusion.experts import SiteExpert
+from sitefusion.experts import SiteExpert, build_expert
 from sitefusion.normalization import NormalizerBank
+from sitefusion.training.context import RunData, normalize_rows
 from sitefusion.training.loop import predict_logits, recompute_batchnorm
-from sitefusion.training.run import (
-    RunData,
-    build_expert,
-    fit_normalizers,
-    normalize_rows,
-    prepare_run,
-    train_expert,
-)
+from sitefusion.training.stages import fit_normalizers, train_expert
+from sitefusion.workflows import prepare_run
 
 
 def main() -> None:

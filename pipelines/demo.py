@@ -13,10 +13,8 @@ from pathlib import Path
 from rich.console import Console
 
 from sitefusion.config import load_config
-from sitefusion.evaluation.cross_site import evaluate_run
-from sitefusion.reporting import render_markdown_table
-from sitefusion.training.run import train_run
-from sitefusion.training.summary import print_stage_timings
+from sitefusion.reporting import print_stage_timings, render_markdown_table
+from sitefusion.workflows import evaluate_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 
 from sitefusion.config import load_config
-from sitefusion.training.run import train_run
-from sitefusion.training.summary import print_stage_timings
+from sitefusion.reporting import print_stage_timings
+from sitefusion.workflows import train_run
 
 
 def main() -> None:

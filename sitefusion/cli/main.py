@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
+
+from sitefusion.config import Config, config_to_dict, load_config
+from sitefusion.errors import SiteFusionError
 
 __all__ = ["app", "main"]
 
@@ -37,20 +41,13 @@ def _fail(err: BaseException) -> None:
     raise typer.Exit(code=1)
 
 
-def _load(config: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
-    from sitefusion.config import load_config
-
+def _load(config: Path, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
 
 
 @app.command("config")
 def config_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     """Validate a config and print it fully resolved (defaults filled in)."""
-    import yaml
-
-    from sitefusion.config import config_to_dict
-    from sitefusion.errors import SiteFusionError
-
     try:
         cfg = _load(config, set_)
     except SiteFusionError as err:
@@ -65,14 +62,14 @@ def prepare_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Prepare a run: read the manifest, split by group, fit one normalizer per site."""
-    from sitefusion.errors import SiteFusionError
-    from sitefusion.training.run import fit_normalizers, prepare_run
-    from sitefusion.training.summary import print_preparation
+    from sitefusion.reporting import print_preparation  # lazy: torch loads only when a command runs
+    from sitefusion.workflows import (
+        prepare_normalized,  # lazy: torch loads only when a command runs
+    )
 
     try:
         cfg = _load(config, set_)
-        run, data = prepare_run(cfg, out, console)
-        bank = fit_normalizers(cfg, run, data)
+        data, bank = prepare_normalized(cfg, out, console)
     except SiteFusionError as err:
         _fail(err)
     print_preparation(console, data, bank)
@@ -85,16 +82,19 @@ def train_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train the whole chain: normalizers, every site's expert, pooled baseline, features, fusion."""
-    from sitefusion.errors import SiteFusionError
-    from sitefusion.training.run import train_run
-    from sitefusion.training.summary import print_internal_test
+    from sitefusion.reporting import print_site_table  # lazy: torch loads only when a command runs
+    from sitefusion.workflows import (  # lazy: torch loads only when a command runs
+        quick_site_table,
+        train_run,
+    )
 
     try:
         cfg = _load(config, set_)
         result = train_run(cfg, out, console=console)
-        print_internal_test(console, out)
+        table = quick_site_table(out)
     except SiteFusionError as err:
         _fail(err)
+    print_site_table(console, table, "internal test split: balanced accuracy per site")
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
     console.print(f"run {result['run_id']} in {out}" + (f" ({timings})" if timings else ""))
 
@@ -107,8 +107,7 @@ def train_expert_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train one site's expert only (run it where that site's data lives)."""
-    from sitefusion.errors import SiteFusionError
-    from sitefusion.training.run import train_run
+    from sitefusion.workflows import train_run  # lazy: torch loads only when a command runs
 
     try:
         cfg = _load(config, set_)
@@ -139,9 +138,10 @@ def evaluate_cmd(
     ] = None,
 ) -> None:
     """Evaluate every method of a run per site, with bootstrap CIs, and write the report."""
-    from sitefusion.errors import SiteFusionError
-    from sitefusion.evaluation.cross_site import evaluate_run
-    from sitefusion.reporting import render_markdown_table
+    from sitefusion.reporting import (
+        render_markdown_table,  # lazy: torch loads only when a command runs
+    )
+    from sitefusion.workflows import evaluate_run  # lazy: torch loads only when a command runs
 
     if image_root is not None and manifest is None:
         _fail(ValueError("--image-root needs --manifest"))
@@ -187,8 +187,7 @@ def score_cmd(
     ] = False,
 ) -> None:
     """Score images with a trained run: scores.csv / scores.jsonl, DICOM SR, explanations."""
-    from sitefusion.errors import SiteFusionError
-    from sitefusion.scoring import score_inputs
+    from sitefusion.scoring import score_inputs  # lazy: torch loads only when a command runs
 
     try:
         summary = score_inputs(

@@ -2,6 +2,7 @@
 
 - :mod:`~sitefusion.experts.backbones`: registry of MONAI backbones (:data:`BACKBONES`).
 - :mod:`~sitefusion.experts.expert`: :class:`SiteExpert` and :func:`load_pretrained`.
+- :mod:`~sitefusion.experts.build`: :func:`build_expert` (a run's network from its config).
 - :mod:`~sitefusion.experts.averaging`: :func:`average_state_dicts` (one-shot FedAvg).
 """
 
@@ -14,6 +15,7 @@ from sitefusion.experts.backbones import (
     build_backbone,
     check_backbone_params,
 )
+from sitefusion.experts.build import build_expert
 from sitefusion.experts.expert import PretrainedLoad, SiteExpert, load_pretrained
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "average_state_dicts",
     "backbone_spec",
     "build_backbone",
+    "build_expert",
     "check_backbone_params",
     "load_pretrained",
 ]

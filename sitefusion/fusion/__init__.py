@@ -2,6 +2,8 @@
 
 Every head returns :class:`FusionOutput` ``(logits [B, C], weights [B, E])``; see
 :mod:`sitefusion.fusion.base` for the shared contract and input normalisation.
+:class:`FusionClassifier` adds the input preparation a trained head keeps;
+:class:`FusedSystem` joins expert copies and a classifier into one network.
 """
 
 from sitefusion.fusion.attention import AttentionFusion
@@ -13,9 +15,11 @@ from sitefusion.fusion.base import (
     FusionOutput,
     masked_softmax,
 )
+from sitefusion.fusion.classifier import FusionClassifier
 from sitefusion.fusion.concat import ConcatFusion
 from sitefusion.fusion.gated_attention import GatedAttention
 from sitefusion.fusion.registry import FUSION_CLASSES, FUSION_MODES, make_fusion
+from sitefusion.fusion.system import FusedSystem, expert_states, load_expert_states
 
 __all__ = [
     "FUSION_CLASSES",
@@ -24,10 +28,14 @@ __all__ = [
     "AverageAttentionFusion",
     "ConcatFusion",
     "ExpertProjection",
+    "FusedSystem",
+    "FusionClassifier",
     "FusionInputError",
     "FusionModule",
     "FusionOutput",
     "GatedAttention",
+    "expert_states",
+    "load_expert_states",
     "make_fusion",
     "masked_softmax",
 ]

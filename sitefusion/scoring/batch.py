@@ -19,7 +19,6 @@ size), and the fusion head and the OOD distance are computed per item.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom import dcmread
+from pydicom.uid import generate_uid
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -46,9 +47,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from sitefusion.errors import ArtifactError, ImageReadError, SiteFusionError
+from sitefusion.data import conform
+from sitefusion.errors import ImageReadError, SiteFusionError
+from sitefusion.io import read_dicom, read_dicom_series, read_image
+from sitefusion.io.dicom import read_dicom_dataset
+from sitefusion.methods import LoadedRun
 from sitefusion.rundir.environment import package_version
 from sitefusion.scoring.discovery import ScoreItem, discover_items
+from sitefusion.scoring.explain import GradCamExplainer
+from sitefusion.scoring.ood import MahalanobisOOD, fusion_split_features
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.redaction import Redactor
 from sitefusion.scoring.site_resolution import (
@@ -56,6 +63,14 @@ from sitefusion.scoring.site_resolution import (
     check_site_flag,
     check_site_map,
     resolve_site,
+)
+from sitefusion.scoring.sr import (
+    SrFinding,
+    build_series_sr,
+    evidence_header,
+    instance_reference,
+    sr_uids,
+    write_series_sr,
 )
 
 __all__ = ["ScoreSummary", "score_inputs"]
@@ -132,32 +147,6 @@ def _progress(console: Console | None) -> Progress:
     )
 
 
-def _fusion_method(run: Any) -> str:
-    from sitefusion.training.run import FUSION_METHOD_NAMES
-
-    if "fusion" in run.fusions:
-        return "fusion"
-    for name in FUSION_METHOD_NAMES.values():
-        if name in run.fusions:
-            return name
-    raise ArtifactError(f"{run.root}: the run holds no fusion head to score with")
-
-
-def _scoring_view(run: Any, method: str) -> Any:
-    """A shallow copy of the run that computes only what scoring reads.
-
-    ``LoadedRun.predict`` also runs the pooled and weight-averaged networks and every head;
-    scoring uses the experts' features and one fusion head, so the copy drops the rest (the
-    loaded run itself is left as it is).
-    """
-    view = copy.copy(run)
-    view.pooled = None
-    view.weight_average = None
-    view.stacking = None
-    view.fusions = {method: run.fusions[method]}
-    return view
-
-
 def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, explain: bool) -> str:
     blob = json.dumps(
         [SCORER_VERSION, item.content_sha256, run_id, site, convert, explain], sort_keys=True
@@ -205,8 +194,6 @@ def _reader_thread() -> None:
 
 
 def _read(item: ScoreItem) -> Any:
-    from sitefusion.io import read_dicom, read_dicom_series, read_image
-
     if item.kind == "dicom-instance":
         return read_dicom(item.files[0])
     if item.kind == "dicom-series":
@@ -250,17 +237,13 @@ def score_inputs(
         SiteFusionError: ``out_dir`` holds another run's scores or is being written by another
             batch.
     """
-    from sitefusion.inference.loaded_run import LoadedRun
-    from sitefusion.scoring.ood import MahalanobisOOD, fusion_split_features
-
     t0 = time.perf_counter()
     run = LoadedRun(Path(run_dir))
-    method = _fusion_method(run)
+    method = run.fusion().name
     check_site_flag(site, run.expert_sites)
     site_map = run.cfg.scoring.site_map
     check_site_map(site_map)
     ood = MahalanobisOOD(run.cfg.scoring.ood_quantile).fit(fusion_split_features(run))
-    view = _scoring_view(run, method)
     size = int(batch_size or run.cfg.scoring.batch_size)
     if size < 1:
         raise SiteFusionError(f"batch_size is {size}; expected a positive integer")
@@ -268,7 +251,6 @@ def score_inputs(
     columns = score_columns(run.classes, run.expert_sites)
     ctx = _Context(
         run=run,
-        view=view,
         method=method,
         ood=ood,
         out=out,
@@ -371,10 +353,9 @@ def score_inputs(
 
 @dataclass
 class _Context:
-    """Everything the per-batch steps share: the run, its scoring view, options, OOD model."""
+    """Everything the per-batch steps share: the run, the scored method, options, OOD model."""
 
-    run: Any
-    view: Any
+    run: LoadedRun
     method: str
     ood: Any
     out: Path
@@ -387,8 +368,6 @@ class _Context:
     # -- reading (runs in the thread pool) -------------------------------------------------------
     def load(self, item: ScoreItem) -> _Loaded:
         """Read, check and conform one item; never raises."""
-        from sitefusion.data import conform
-
         result = _Loaded(
             item, study_uid=item.study_uid, series_uid=item.series_uid, sop_uids=item.sop_uids
         )
@@ -434,7 +413,7 @@ class _Context:
             "error": redact(loaded.error) if loaded.error else None,
             "run_id": self.run.run_id,
             "method": self.method,
-            "temperature": self.run.temperatures.get(self.method, 1.0),
+            "temperature": self.run.temperature(self.method),
             "study_uid": loaded.study_uid,
             "series_uid": loaded.series_uid,
             "sop_uids": list(loaded.sop_uids) or None,
@@ -486,27 +465,19 @@ class _Context:
         sites = [b.resolution.site if b.resolution else None for b in ready]
         pad = size - len(arrays)
         images = np.stack(arrays + [arrays[0]] * pad)
-        return self.view.predict(images, sites + [sites[0]] * pad, batch_size=size)
+        # Only the experts and the scored fusion: scoring reads nothing else.
+        return self.run.predict(
+            images, sites + [sites[0]] * pad, batch_size=size, methods=[self.method]
+        )
 
     def _scored_row(self, b: _Loaded, i: int, preds: Any, key: str) -> dict[str, Any]:
-        from sitefusion.inference.loaded_run import RunPredictions
-        from sitefusion.training.features import ExpertFeatures
-
         feats = preds.features
-        one = RunPredictions()
         # The head per item: batched matrix products could differ in the last bits.
-        self.view.predict_heads(
-            one,
-            ExpertFeatures((str(i),), feats.features[i : i + 1], feats.logits[i : i + 1]),
-            None,
-            method_features={
-                name: ExpertFeatures((str(i),), own.features[i : i + 1], own.logits[i : i + 1])
-                for name, own in preds.method_features.items()
-            },
-            calibrated=True,
-        )
-        probs = np.asarray(one.probs[self.method][0], dtype=np.float64)
-        weights = np.asarray(one.attention[self.method][0], dtype=np.float64)
+        one = self.run.predict_rows(preds, slice(i, i + 1), self.method, calibrated=True)
+        if one is None or one.weights is None:
+            raise SiteFusionError(f"{self.method} gave no prediction for {b.item.input}")
+        probs = np.asarray(one.probs[0], dtype=np.float64)
+        weights = np.asarray(one.weights[0], dtype=np.float64)
         distance = float(self.ood.score(feats.features[i : i + 1])[0])
         k = int(np.argmax(probs))
         row = self._row(b, key)
@@ -540,13 +511,11 @@ class _Context:
         return row
 
     def _explain(self, b: _Loaded, weights: np.ndarray, k: int, probs: np.ndarray) -> list[str]:
-        from sitefusion.scoring.explain import GradCamExplainer
-
         if self._explainer is None:
             # The fusion's own (fine-tuned) expert copies where it has them: those are the
             # networks whose weights the fusion relied on.
             self._explainer = GradCamExplainer(
-                self.run.fusion_experts.get(self.method, self.run.experts),
+                self.run.fusion(self.method).networks or self.run.experts,
                 self.run.expert_sites,
                 self.run.classes,
                 (self.run.channels, *self.run.spatial_size),
@@ -609,19 +578,6 @@ class _Context:
         members: list[ScoreItem],
         rows: dict[str, dict[str, Any]],
     ) -> None:
-        from pydicom import dcmread
-        from pydicom.uid import generate_uid
-
-        from sitefusion.io.dicom import read_dicom_dataset
-        from sitefusion.scoring.sr import (
-            SrFinding,
-            build_series_sr,
-            evidence_header,
-            instance_reference,
-            sr_uids,
-            write_series_sr,
-        )
-
         run = self.run
         members = sorted(members, key=lambda it: it.sort_key)
         sr_series, sr_instance = sr_uids(

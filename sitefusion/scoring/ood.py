@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from sitefusion.data import load_splits
 from sitefusion.errors import ArtifactError, NotFittedError, SiteFusionError
+from sitefusion.training.features import load_feature_cache
 
 __all__ = ["MahalanobisOOD", "fusion_split_features"]
 
@@ -111,9 +113,6 @@ def fusion_split_features(run: Any) -> np.ndarray:
     Raises:
         ArtifactError: the cache or the splits are missing, or no row is in the fusion split.
     """
-    from sitefusion.data import load_splits
-    from sitefusion.training.features import load_feature_cache
-
     rundir = run.run
     cache = load_feature_cache(rundir, "features/trained.safetensors")
     splits = load_splits(rundir.verify("splits.csv"))

@@ -20,61 +20,15 @@ import torch
 from torch import nn
 
 from sitefusion.config import FusionConfig
-from sitefusion.experts import SiteExpert, average_state_dicts
-from sitefusion.fusion import FusionOutput
+from sitefusion.evaluation.bootstrap import paired_bootstrap_difference
+from sitefusion.evaluation.metrics import balanced_accuracy
+from sitefusion.experts import average_state_dicts
+from sitefusion.fusion.system import FusedSystem
 from sitefusion.training.augment import BatchAugmenter
-from sitefusion.training.fusion_head import FusionClassifier, expert_dropout_mask
+from sitefusion.training.fusion_head import expert_dropout_mask
 from sitefusion.training.loop import class_weights, recompute_batchnorm
 
-__all__ = [
-    "FusedSystem",
-    "compare_soup_to_members",
-    "expert_states",
-    "finetune_fusion",
-    "finetune_soup",
-    "load_expert_states",
-]
-
-
-class FusedSystem(nn.Module):
-    """Experts and fusion head as one network: images ``[B, C, *S]`` -> :class:`FusionOutput`."""
-
-    def __init__(self, experts: Sequence[SiteExpert], head: FusionClassifier) -> None:
-        super().__init__()
-        if not experts:
-            raise ValueError("FusedSystem needs at least one expert")
-        self.experts = nn.ModuleList(experts)
-        self.head = head
-
-    def expert_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``[B, E, D]`` and local logits ``[B, E, K]`` of every expert."""
-        experts: list[SiteExpert] = list(self.experts)  # type: ignore[arg-type]
-        zs = [e.embed(x) for e in experts]
-        logits = [e.head(z) for e, z in zip(experts, zs, strict=True)]
-        return torch.stack(zs, 1), torch.stack(logits, 1)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> FusionOutput:
-        features, logits = self.expert_outputs(x)
-        out: FusionOutput = self.head(features, logits, mask)
-        return out
-
-
-def expert_states(experts: Sequence[SiteExpert], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """One flat state dict ``{"<name>.<param>": tensor}`` for a safetensors file."""
-    return {
-        f"{name}.{k}": v
-        for name, e in zip(names, experts, strict=True)
-        for k, v in e.state_dict().items()
-    }
-
-
-def load_expert_states(
-    tensors: dict[str, torch.Tensor], experts: Sequence[SiteExpert], names: Sequence[str]
-) -> None:
-    """Load :func:`expert_states` output back into ``experts`` (in place)."""
-    for name, e in zip(names, experts, strict=True):
-        prefix = f"{name}."
-        e.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+__all__ = ["compare_soup_to_members", "finetune_fusion", "finetune_soup"]
 
 
 def finetune_fusion(
@@ -230,9 +184,6 @@ def compare_soup_to_members(
     is mostly noise (docs/benchmarks.md: five such warnings on 172 images, none confirmed on
     1,707).
     """
-    from sitefusion.evaluation.bootstrap import paired_bootstrap_difference
-    from sitefusion.evaluation.metrics import balanced_accuracy
-
     if not member_logits:
         raise ValueError("compare_soup_to_members needs at least one member")
     scores = [balanced_accuracy(labels, m) for m in member_logits]

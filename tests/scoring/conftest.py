@@ -12,7 +12,7 @@ import pytest
 from scoring_samples import SITE_MAP
 
 from sitefusion.config import Config
-from sitefusion.training.run import train_run
+from sitefusion.workflows import train_run
 
 
 @pytest.fixture(scope="session")

@@ -205,7 +205,7 @@ def test_an_image_the_models_refuse_fails_alone(
 ) -> None:
     from PIL import Image
 
-    from sitefusion.inference.loaded_run import LoadedRun
+    from sitefusion.methods import LoadedRun
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sitefusion.errors import ArtifactError
-from sitefusion.inference import LoadedRun
+from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
 from sitefusion.scoring import score_inputs
 
@@ -58,26 +58,16 @@ def test_evaluation_probabilities_stay_unscaled(scoring_run: Path, tmp_path: Pat
     images = rng.uniform(0, 255, size=(4, run.channels, *run.spatial_size)).astype(np.float32)
     images *= np.linspace(0.2, 1.0, 4, dtype=np.float32)[:, None, None, None]
     raw = run.predict(images, [run.expert_sites[0]] * 4)
-    assert run.temperatures["fusion"] == 3.0
-    feats = raw.features
-    assert feats is not None
-    from sitefusion.inference import RunPredictions
-
-    scaled = RunPredictions()
-    run.predict_heads(
-        scaled,
-        feats,
-        raw.random_features,
-        method_features=raw.method_features,
-        calibrated=True,
-    )
+    assert run.temperature("fusion") == 3.0
+    scaled = run.predict_rows(raw, slice(None), "fusion", calibrated=True)
+    assert scaled is not None
     z = np.log(raw.probs["fusion"]) / 3.0
     expected = np.exp(z - z.max(1, keepdims=True))
-    np.testing.assert_allclose(
-        scaled.probs["fusion"], expected / expected.sum(1, keepdims=True), rtol=1e-5
-    )
+    np.testing.assert_allclose(scaled.probs, expected / expected.sum(1, keepdims=True), rtol=1e-5)
     # other methods are never scaled
-    np.testing.assert_allclose(scaled.probs["output_average"], raw.probs["output_average"])
+    average = run.predict_rows(raw, slice(None), "output_average", calibrated=True)
+    assert average is not None
+    np.testing.assert_allclose(average.probs, raw.probs["output_average"])
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, "warm", True])

@@ -14,7 +14,7 @@ from scoring_samples import pydicom_path
 
 from sitefusion.config import Config
 from sitefusion.scoring import score_inputs
-from sitefusion.training.run import train_run
+from sitefusion.workflows import train_run
 
 
 @pytest.fixture(scope="module")

@@ -68,8 +68,8 @@ def test_soup_is_the_mean_of_its_members_with_fresh_batchnorm_statistics() -> No
     import copy
 
     from sitefusion.experts import SiteExpert
-    from sitefusion.training.finetune import FusedSystem, finetune_fusion, finetune_soup
-    from sitefusion.training.fusion_head import FusionClassifier
+    from sitefusion.fusion import FusedSystem, FusionClassifier
+    from sitefusion.training.finetune import finetune_fusion, finetune_soup
 
     torch.manual_seed(0)
     experts = [

@@ -1,4 +1,4 @@
-"""Stacking baseline: scikit-learn's LogisticRegression on the concatenated expert features.
+"""Stacking: scikit-learn's LogisticRegression on the concatenated expert outputs.
 
 The fitted model is stored as JSON (standardisation statistics, ``coef_``, ``intercept_``,
 ``classes_``) and rebuilt into a real ``LogisticRegression`` for prediction, so scikit-learn
@@ -14,8 +14,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from sitefusion.errors import ArtifactError
+from sitefusion.methods.base import LoadContext, Method, MethodOutput, OwnOutputs
+from sitefusion.rundir import RunDir
+from sitefusion.training.context import TrainContext
+from sitefusion.training.features import ExpertFeatures
 
-__all__ = ["StackingModel", "fit_stacking"]
+__all__ = ["StackingMethod", "StackingModel", "fit_stacking"]
 
 
 def _design(features: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -82,3 +86,48 @@ def fit_stacking(
     model = LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
     model.fit(scaler.transform(x), labels)
     return StackingModel(scaler, model, num_classes)
+
+
+_REL = "baselines/stacking.json"
+
+
+class StackingMethod(Method):
+    """Stacking as a method: fitted on the fusion split only (it cannot mask experts, so it
+    cannot use the cross-fitted rows), predicting only when every expert is present."""
+
+    name = "stacking"
+
+    def __init__(self) -> None:
+        self.model_: StackingModel | None = None
+
+    def is_trained(self, run: RunDir) -> bool:
+        return run.has(_REL)
+
+    def fit(self, ctx: TrainContext) -> None:
+        if self.is_trained(ctx.run):
+            return
+        rows, feats = ctx.require_rows(), ctx.require_features()
+        f, lg = feats.features[rows.positions], feats.logits[rows.positions]
+        only = rows.presence.all(1)
+        ctx.run.write_json(
+            _REL, fit_stacking(f[only], lg[only], rows.labels[only], ctx.num_classes).to_json()
+        )
+        ctx.log("stacking (LogisticRegression) fitted on the fusion split")
+
+    def load(self, ctx: LoadContext) -> StackingMethod:
+        self.model_ = StackingModel.from_json(ctx.run.read_json(_REL), str(ctx.run.root / _REL))
+        return self
+
+    def predict(
+        self,
+        experts: ExpertFeatures,
+        own: OwnOutputs,
+        mask: np.ndarray | None = None,
+        *,
+        calibrated: bool = False,
+    ) -> MethodOutput | None:
+        if self.model_ is None:
+            raise self._unfitted()
+        if mask is not None:
+            return None
+        return MethodOutput(self.model_.predict_proba(experts.features, experts.logits))

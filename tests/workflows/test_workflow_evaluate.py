@@ -11,15 +11,15 @@ import pytest
 from sitefusion.config import Config
 from sitefusion.data import load_manifest
 from sitefusion.data.splits import load_split_table
-from sitefusion.evaluation.cross_site import (
+from sitefusion.evaluation.schema import validate_metrics
+from sitefusion.methods import LoadedRun
+from sitefusion.workflows import (
     evaluate_run,
     internal_test_manifest,
     loso_predictions,
+    train_run,
     training_overlap,
 )
-from sitefusion.evaluation.schema import validate_metrics
-from sitefusion.inference import LoadedRun
-from sitefusion.training.run import train_run
 
 
 @pytest.fixture(scope="module")

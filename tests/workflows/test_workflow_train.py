@@ -12,10 +12,10 @@ import torch
 
 from sitefusion.config import Config
 from sitefusion.errors import ArtifactError
-from sitefusion.inference import LoadedRun
+from sitefusion.methods import FusionMethod, LoadedRun
 from sitefusion.rundir import RunDir
-from sitefusion.training import run as run_module
-from sitefusion.training.run import prepare_run, train_run
+from sitefusion.training import stages as stages_module
+from sitefusion.workflows import prepare_run, train_run
 
 Tiny = Callable[..., Config]
 
@@ -77,8 +77,8 @@ def test_head_rows_mask_each_images_own_expert(
     synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny, cross_fit: bool
 ) -> None:
     """With cross-fitting, training images join the fusion only with their own expert masked."""
+    from sitefusion.training.context import head_rows
     from sitefusion.training.features import ExpertFeatures
-    from sitefusion.training.run import head_rows
 
     cfg = tiny_config(synthetic_2d, fusion={"cross_fit": cross_fit})
     _, data = prepare_run(cfg, tmp_path / "r")
@@ -171,12 +171,12 @@ def test_resume_after_interrupted_expert(
     cfg = tiny_config(synthetic_2d, training__epochs=3, training__patience=10)
     out = tmp_path / "r"
     run, data = prepare_run(cfg, out)
-    bank = run_module.fit_normalizers(cfg, run, data)
+    bank = stages_module.fit_normalizers(cfg, run, data)
 
     class Killed(Exception):
         pass
 
-    original = run_module.fit_classifier
+    original = stages_module.fit_classifier
 
     def dying(*args: object, **kwargs: object) -> object:
         def on_epoch(report: object) -> None:
@@ -185,13 +185,13 @@ def test_resume_after_interrupted_expert(
         kwargs["on_epoch"] = on_epoch
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(run_module, "fit_classifier", dying)
+    monkeypatch.setattr(stages_module, "fit_classifier", dying)
     with pytest.raises(Killed):
-        run_module.train_expert(cfg, run, data, bank, "site_a")
+        stages_module.train_expert(cfg, run, data, bank, "site_a")
     assert run.has("checkpoints/site_a.ckpt.json")
     assert not run.has("experts/site_a.safetensors")
-    monkeypatch.setattr(run_module, "fit_classifier", original)
-    run_module.train_expert(cfg, run, data, bank, "site_a")
+    monkeypatch.setattr(stages_module, "fit_classifier", original)
+    stages_module.train_expert(cfg, run, data, bank, "site_a")
     meta = run.read_json("experts/site_a.json")
     assert meta["resumed_from_epoch"] == 0
     assert [h["epoch"] for h in meta["history"]] == [0, 1, 2]
@@ -199,8 +199,8 @@ def test_resume_after_interrupted_expert(
     # The resumed expert equals one trained without interruption.
     fresh = tmp_path / "fresh"
     run2, data2 = prepare_run(cfg, fresh)
-    bank2 = run_module.fit_normalizers(cfg, run2, data2)
-    run_module.train_expert(cfg, run2, data2, bank2, "site_a")
+    bank2 = stages_module.fit_normalizers(cfg, run2, data2)
+    stages_module.train_expert(cfg, run2, data2, bank2, "site_a")
     ta = run.read_tensors("experts/site_a.safetensors")
     tb = run2.read_tensors("experts/site_a.safetensors")
     assert all(torch.allclose(ta[k].float(), tb[k].float(), atol=1e-6) for k in ta)
@@ -267,11 +267,21 @@ def test_finetuned_fusion_keeps_site_experts_and_predicts(
     assert changed, "fine-tuning left the fusion's expert copy unchanged"
 
     loaded = LoadedRun(out)
-    assert set(loaded.fusion_experts) == {"fusion", "random_features"}
+    tuned_methods = {
+        name
+        for name, m in loaded.methods.items()
+        if isinstance(m, FusionMethod) and m.networks is not None
+    }
+    assert tuned_methods == {"fusion", "random_features"}
     x = np.random.default_rng(1).normal(size=(3, 1, 24, 24)).astype(np.float32)
     preds = loaded.predict(x, ["site_a", "site_b", None])
-    assert set(preds.method_features) == {"fusion", "random_features"}
+    assert {name for name, own in preds.own.items() if own} == {
+        "fusion",
+        "random_features",
+        "pooled",
+        "weight_average",
+    }
     assert np.allclose(preds.probs["fusion"].sum(1), 1, atol=1e-5)
     # The local expert is the untouched site expert, not the fusion's fine-tuned copy.
     assert preds.features is not None
-    assert not np.allclose(preds.method_features["fusion"].features, preds.features.features)
+    assert not np.allclose(preds.own["fusion"]["features"], preds.features.features)

@@ -1,4 +1,4 @@
-"""Cross-site evaluation of a run: every stored method on one test set, per site.
+"""Evaluation workflow: every stored method of a run on one test set, per site.
 
 ``evaluate_run`` loads a finished run, reads the test images (the run's internal test split, or
 any manifest of the same layout), predicts every method from one shared pass through the experts,
@@ -27,11 +27,20 @@ from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
 from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
 from sitefusion.evaluation.predictions import PredictionSet
-from sitefusion.inference import LoadedRun, RunPredictions, softmax
+from sitefusion.methods import (
+    FusionMethod,
+    LoadedRun,
+    OutputAverage,
+    RunPredictions,
+    fit_head,
+    local_name,
+    softmax_rows,
+)
+from sitefusion.reporting import write_report
+from sitefusion.training.context import RowInfo, select_head_rows
 from sitefusion.training.features import ExpertFeatures, load_feature_cache
-from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
-from sitefusion.training.run import RowInfo, resolve_data, select_head_rows
+from sitefusion.workflows.train import resolve_data
 
 
 def _as_probabilities(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -46,6 +55,7 @@ def _as_probabilities(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 __all__ = [
     "evaluate_run",
+    "head_training_rows",
     "internal_test_manifest",
     "loso_predictions",
     "predict_manifest",
@@ -56,7 +66,7 @@ __all__ = [
 
 def internal_test_manifest(loaded: LoadedRun) -> Manifest:
     """The run's internal test split, as a manifest."""
-    manifest_path, image_root = resolve_data(loaded.cfg, loaded.root)
+    manifest_path, image_root = resolve_data(loaded.cfg, loaded.root, generate=False)
     manifest = load_manifest(
         manifest_path, loaded.cfg.data, image_root=image_root, classes=loaded.classes
     )
@@ -120,7 +130,7 @@ def training_overlap(loaded: LoadedRun, manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def _head_training_rows(
+def head_training_rows(
     loaded: LoadedRun,
 ) -> tuple[ExpertFeatures, np.ndarray, np.ndarray, np.ndarray]:
     """The cached rows the run's fusion learned from: features, labels, sites and presence
@@ -139,12 +149,12 @@ def _head_training_rows(
 def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str, Any]:
     """Temperature scaling of ``fusion`` with the run's stored temperature (the one scoring
     applies; where it was fitted is in ``fitted_on``); ECE per site before and after."""
-    if "fusion" not in loaded.fusions or "fusion" not in pset.probs:
+    if "fusion" not in loaded.methods or "fusion" not in pset.probs:
         return {}
     meta = loaded.run.read_json("fusion/fusion.json").get("calibration")
     if not meta:
         return {}
-    temperature = loaded.temperatures["fusion"]
+    temperature = loaded.temperature("fusion")
     log_p = np.log(np.clip(pset.probs["fusion"], 1e-12, 1.0))
     calibrated = apply_temperature(log_p, temperature)
     per_site: dict[str, Any] = {}
@@ -176,7 +186,7 @@ def loso_predictions(
     that site's rows; its test images normalized by the unseen-site policy over the *other* sites'
     normalizers; compared with each remaining local expert and their output average.
     """
-    feats, y, fsites, base_presence = _head_training_rows(loaded)
+    feats, y, fsites, base_presence = head_training_rows(loaded)
     paths = [r.path for r in manifest.records]
     images = load_image_stack(paths, loaded.spatial_size, loaded.channels)
     site_of = np.array([r.site for r in manifest.records])
@@ -190,29 +200,28 @@ def loso_predictions(
         presence = base_presence[keep].copy()
         presence[:, e] = False
         usable = presence.any(1)
-        head, _ = fit_fusion(
+        head = fit_head(
+            loaded.cfg,
             mode,
             feats.features[keep][usable],
             feats.logits[keep][usable],
             y[keep][usable],
-            cfg=loaded.cfg.fusion,
-            num_classes=len(loaded.classes),
-            seed=loaded.cfg.seed,
-            presence=presence[usable],
-            expert_dropout=loaded.cfg.fusion.expert_dropout,
+            presence[usable],
+            len(loaded.classes),
+            loaded.cfg.seed,
         )
         bank = loaded.bank.without(site)
-        preds = loaded.predict(images[test_rows], [None] * len(test_rows), bank=bank)
-        mask = np.ones((len(test_rows), len(loaded.expert_sites)), bool)
-        mask[:, e] = False
-        held = RunPredictions()
+        preds = loaded.predict(images[test_rows], [None] * len(test_rows), bank=bank, methods=())
         if preds.features is None:  # pragma: no cover - predict always sets it
             raise RuntimeError("prediction returned no expert features")
-        loaded.predict_heads(held, preds.features, None, mask=mask, fusions={"fusion": head})
-        probs = {"fusion": held.probs["fusion"], "output_average": held.probs["output_average"]}
+        mask = np.ones((len(test_rows), len(loaded.expert_sites)), bool)
+        mask[:, e] = False
+        fused = FusionMethod.from_head("fusion", head).predict(preds.features, {}, mask)
+        averaged = OutputAverage().predict(preds.features, {}, mask)
+        probs = {"fusion": fused.probs, "output_average": averaged.probs}
         for j, other in enumerate(loaded.expert_sites):
             if other != site:
-                probs[f"local:{other}"] = softmax(preds.features.logits[:, j])
+                probs[local_name(other)] = softmax_rows(preds.features.logits[:, j])
         blocks[site] = PredictionSet(
             classes=loaded.classes,
             sites=(site,),
@@ -222,7 +231,7 @@ def loso_predictions(
             site=site_of[test_rows],
             group=np.array([manifest.records[i].group for i in test_rows]),
             probs=_as_probabilities(probs),
-            attention={"fusion": held.attention["fusion"]},
+            attention={} if fused.weights is None else {"fusion": fused.weights},
         )
         if console is not None:
             console.print(f"leave-one-site-out: {site} held out ({len(test_rows)} test images)")
@@ -249,8 +258,6 @@ def evaluate_run(
         loso: also run leave-one-site-out (only for sites with test images).
         n_boot: bootstrap resamples (default: the run's ``evaluation.bootstrap``).
     """
-    from sitefusion.reporting import write_report
-
     t0 = time.perf_counter()
     loaded = LoadedRun(run_dir)
     ecfg = loaded.cfg.evaluation

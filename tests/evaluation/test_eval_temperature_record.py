@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sitefusion.evaluation.calibration import fit_temperature
-from sitefusion.training.run import temperature_record
+from sitefusion.evaluation.calibration import fit_temperature, temperature_record
 
 
 def test_a_perfectly_separated_holdout_gets_no_temperature() -> None:

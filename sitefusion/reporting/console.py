@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from sitefusion.normalization import NormalizerBank
-from sitefusion.training.run import RunData
+if TYPE_CHECKING:  # types only: importing reporting must not pull in torch and MONAI
+    from sitefusion.normalization import NormalizerBank
+    from sitefusion.training.context import RunData
 
-__all__ = ["print_internal_test", "print_preparation", "print_stage_timings"]
+__all__ = ["print_preparation", "print_site_table", "print_stage_timings"]
 
 
 def print_preparation(console: Console, data: RunData, bank: NormalizerBank) -> None:
@@ -61,13 +62,12 @@ def print_stage_timings(console: Console, timings: Mapping[str, float]) -> None:
         console.print(f"  {stage:<28} {seconds:8.1f} s")
 
 
-def print_internal_test(console: Console, run_dir: Path) -> None:
-    """Per-site balanced accuracy of every method on the run's internal test split."""
-    from sitefusion.evaluation.cross_site import quick_site_table
-
-    table_data = quick_site_table(run_dir)
+def print_site_table(
+    console: Console, table_data: Mapping[str, Mapping[str, float]], title: str
+) -> None:
+    """One row per method, one column per site (and ``mean``), values to three decimals."""
     sites = list(next(iter(table_data.values())).keys()) if table_data else []
-    table = Table(title="internal test split: balanced accuracy per site")
+    table = Table(title=title)
     table.add_column("method")
     for s in sites:
         table.add_column(s, justify="right")
