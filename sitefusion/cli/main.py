@@ -2,7 +2,7 @@
 
 Each command validates its arguments, calls one library function, prints a short summary and, on
 failure, exits non-zero with a one-line reason. Heavy modules (torch, MONAI) are imported inside
-the commands so that ``sitefusion --help`` is instant.
+the commands (marked ``# lazy: keeps --help fast``) so that ``sitefusion --help`` is instant.
 """
 
 from __future__ import annotations
@@ -62,10 +62,8 @@ def prepare_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Prepare a run: read the manifest, split by group, fit one normalizer per site."""
-    from sitefusion.reporting import print_preparation  # lazy: torch loads only when a command runs
-    from sitefusion.workflows import (
-        prepare_normalized,  # lazy: torch loads only when a command runs
-    )
+    from sitefusion.reporting import print_preparation  # lazy: keeps --help fast
+    from sitefusion.workflows import prepare_normalized  # lazy: keeps --help fast
 
     try:
         cfg = _load(config, set_)
@@ -82,11 +80,8 @@ def train_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train the whole chain: normalizers, every site's expert, pooled baseline, features, fusion."""
-    from sitefusion.reporting import print_site_table  # lazy: torch loads only when a command runs
-    from sitefusion.workflows import (  # lazy: torch loads only when a command runs
-        quick_site_table,
-        train_run,
-    )
+    from sitefusion.reporting import print_site_table  # lazy: keeps --help fast
+    from sitefusion.workflows import quick_site_table, train_run  # lazy: keeps --help fast
 
     try:
         cfg = _load(config, set_)
@@ -107,7 +102,7 @@ def train_expert_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train one site's expert only (run it where that site's data lives)."""
-    from sitefusion.workflows import train_run  # lazy: torch loads only when a command runs
+    from sitefusion.workflows import train_run  # lazy: keeps --help fast
 
     try:
         cfg = _load(config, set_)
@@ -138,10 +133,8 @@ def evaluate_cmd(
     ] = None,
 ) -> None:
     """Evaluate every method of a run per site, with bootstrap CIs, and write the report."""
-    from sitefusion.reporting import (
-        render_markdown_table,  # lazy: torch loads only when a command runs
-    )
-    from sitefusion.workflows import evaluate_run  # lazy: torch loads only when a command runs
+    from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
+    from sitefusion.workflows import evaluate_run  # lazy: keeps --help fast
 
     if image_root is not None and manifest is None:
         _fail(ValueError("--image-root needs --manifest"))
@@ -187,7 +180,7 @@ def score_cmd(
     ] = False,
 ) -> None:
     """Score images with a trained run: scores.csv / scores.jsonl, DICOM SR, explanations."""
-    from sitefusion.scoring import score_inputs  # lazy: torch loads only when a command runs
+    from sitefusion.scoring import score_inputs  # lazy: keeps --help fast
 
     try:
         summary = score_inputs(

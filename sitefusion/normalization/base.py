@@ -457,14 +457,10 @@ class SiteNormalizer(ABC):
         """Rebuild a normalizer saved by :meth:`save`.
 
         Raises :class:`ArtifactError` naming the file and the field when the JSON is
-        malformed, of another kind or version, or its fitted state is inconsistent.
-        Called on :class:`SiteNormalizer` itself, dispatches on the file's kind.
+        malformed, of another kind or version, or its fitted state is inconsistent. To load a
+        file of any kind, use :func:`sitefusion.normalization.load_normalizer`, which dispatches
+        on the file's kind.
         """
-        if cls is SiteNormalizer:
-            # Imported here: the registry imports every subclass, which import this module.
-            from sitefusion.normalization.registry import load_normalizer
-
-            return load_normalizer(path)  # type: ignore[return-value]
         return cls.from_dict(read_json_artifact(path, "normalizer artifact"), source=path)
 
     @classmethod

@@ -9,9 +9,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:  # types only: importing reporting must not pull in torch and MONAI
-    from sitefusion.normalization import NormalizerBank
-    from sitefusion.training.context import RunData
+# Types only: importing reporting must not pull in torch and MONAI (MONAI imports pyplot).
+if TYPE_CHECKING:
+    from sitefusion.normalization import NormalizerBank  # lazy: types only, no torch
+    from sitefusion.training.context import RunData  # lazy: types only, no torch
 
 __all__ = ["print_preparation", "print_site_table", "print_stage_timings"]
 

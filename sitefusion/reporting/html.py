@@ -20,6 +20,7 @@ from sitefusion.atomic import write_text_atomic as atomic_write_text
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.errors import EvaluationError
 from sitefusion.evaluation.predictions import PredictionSet
+from sitefusion.reporting import figures as f
 from sitefusion.reporting import tables as t
 from sitefusion.reporting.summary import summary_points
 
@@ -128,8 +129,6 @@ def _panels(preds: PredictionSet, series: Mapping[str, np.ndarray]) -> list[Any]
 
 
 def _prediction_figures(metrics: Mapping[str, Any], preds: PredictionSet, side: str) -> str:
-    from sitefusion.reporting import figures as f
-
     ref = str(metrics.get("settings", {}).get("reference", "fusion"))
     shown = [m for m in (ref, "pooled") if m in preds.probs] or [next(iter(preds.probs))]
     colours = f.method_colours(list(metrics["methods"]))
@@ -182,8 +181,6 @@ def _prediction_figures(metrics: Mapping[str, Any], preds: PredictionSet, side: 
 
 
 def _heatmaps(metrics: Mapping[str, Any], side: str) -> str:
-    from sitefusion.reporting import figures as f
-
     parts = []
     matrix = metrics.get("local_cross_site") or {}
     if matrix:
@@ -261,8 +258,6 @@ def _heatmaps(metrics: Mapping[str, Any], side: str) -> str:
 
 def build_html(metrics: Mapping[str, Any], preds: PredictionSet | None = None) -> str:
     """Return the HTML report as a string (see :func:`render_html`)."""
-    from sitefusion.reporting import figures as f
-
     if preds is not None:
         _check_preds(metrics, preds)
     e = html.escape

@@ -97,6 +97,10 @@ def test_evaluate_missing_run_fails_cleanly(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
-@pytest.mark.parametrize("args", [["train"], ["evaluate"]])
-def test_missing_arguments_exit_nonzero(args: list[str]) -> None:
-    assert runner.invoke(app, args).exit_code != 0
+@pytest.mark.parametrize(
+    ("args", "missing"), [(["train"], "config"), (["evaluate"], "run_dir"), (["score"], "run_dir")]
+)
+def test_missing_arguments_are_a_usage_error_naming_them(args: list[str], missing: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2  # click's usage error, not a crash
+    assert f"Missing argument '{missing}'" in result.output

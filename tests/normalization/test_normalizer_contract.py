@@ -12,7 +12,6 @@ from sitefusion.errors import ArtifactError, ConfigError, NotFittedError
 from sitefusion.normalization import (
     NORMALIZERS,
     SIGNATURE_LEVELS,
-    SiteNormalizer,
     load_normalizer,
     make_normalizer,
 )
@@ -89,7 +88,6 @@ def test_save_load_round_trip_is_identical(kind: str, tmp_path: Path) -> None:
     for loaded in (
         type(normalizer).load(path),
         load_normalizer(path),
-        SiteNormalizer.load(path),
     ):
         assert type(loaded) is type(normalizer)
         assert loaded.get_params() == normalizer.get_params()
