@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,10 @@ from sitefusion.evaluation.metrics import balanced_accuracy
 from sitefusion.experts import average_state_dicts
 from sitefusion.fusion.system import FusedSystem
 from sitefusion.training.augment import BatchAugmenter
+from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.fusion_head import expert_dropout_mask
 from sitefusion.training.loop import class_weights, recompute_batchnorm
+from sitefusion.training.schedules import cosine
 
 __all__ = ["compare_soup_to_members", "finetune_fusion", "finetune_soup"]
 
@@ -64,35 +66,35 @@ def finetune_fusion(
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
     augment = BatchAugmenter(images.ndim - 2, seed)
     n = len(labels)
-    steps = max(1, math.ceil(n / batch_size))
-    total_steps = steps * cfg.finetune_epochs
-    curve: list[float] = []
-    step = 0
-    for epoch in range(cfg.finetune_epochs):
-        system.train()
+    total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs
+    bases = [group["base"] for group in optimizer.param_groups]
+    counter = [0]  # steps taken so far, across epochs: the schedule's position
+
+    def batches(epoch: int) -> Iterator[Batch]:
         augment.reseed(seed * 7919 + epoch)
         order = np.random.default_rng([seed, epoch]).permutation(n)
-        total, seen = 0.0, 0
         for i in range(0, n, batch_size):
             idx = np.sort(order[i : i + batch_size])
-            if len(idx) < 2:
+            if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
-            for group in optimizer.param_groups:
-                group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-            step += 1
             base = torch.from_numpy(presence[idx])
             mask = base & expert_dropout_mask(len(idx), e, cfg.expert_dropout, gen)
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
-            out = system(torch.from_numpy(augment(images[idx])), mask)
-            loss = loss_fn(out.logits, torch.from_numpy(labels[idx].astype(np.int64)))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.item()) * len(idx)
-            seen += len(idx)
-            if on_batch is not None:
-                on_batch(len(idx))
-        curve.append(total / max(1, seen))
+            x = torch.from_numpy(augment(images[idx]))
+            yield Batch((x, mask), torch.from_numpy(labels[idx].astype(np.int64)), counter[0])
+            counter[0] += 1
+
+    curve: list[float] = []
+    for epoch in range(cfg.finetune_epochs):
+        loss = train_epoch(
+            system,
+            optimizer,
+            loss_fn,
+            batches(epoch),
+            learning_rates=lambda step: [cosine(b, step, total_steps) for b in bases],
+            on_batch=on_batch,
+        )
+        curve.append(loss.mean)
         if on_epoch is not None:
             on_epoch(epoch, curve[-1])
     system.eval()

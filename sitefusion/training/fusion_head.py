@@ -6,12 +6,15 @@ with absent experts at prediction time and leave-one-site-out needs no special m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
 from sitefusion.config import FusionConfig
 from sitefusion.fusion.classifier import FusionClassifier
+from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.loop import class_weights
 
 __all__ = ["expert_dropout_mask", "fit_fusion"]
@@ -74,11 +77,9 @@ def fit_fusion(
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    curve: list[float] = []
-    for _ in range(cfg.epochs):
-        model.train()
+
+    def batches() -> Iterator[Batch]:
         order = torch.randperm(n, generator=gen)
-        total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
             mask = base_mask[idx]
@@ -86,13 +87,11 @@ def fit_fusion(
                 drop = expert_dropout_mask(len(idx), e, expert_dropout, gen)
                 both = mask & drop
                 mask = torch.where(both.any(1, keepdim=True), both, mask)
-            out = model(f[idx], lg[idx], mask)
-            loss = loss_fn(out.logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.item()) * len(idx)
+            yield Batch((f[idx], lg[idx], mask), y[idx])
+
+    curve: list[float] = []
+    for _ in range(cfg.epochs):
+        curve.append(train_epoch(model, opt, loss_fn, batches()).mean)
         sched.step()
-        curve.append(total / n)
     model.eval()
     return model, curve

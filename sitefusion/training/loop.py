@@ -1,8 +1,11 @@
-"""The supervised training loop shared by site experts and the pooled baseline.
+"""Supervised training of one network of the experts' architecture: site experts and the
+pooled baseline.
 
 In-memory tensors in, best weights out; class-weighted cross-entropy, AdamW with a cosine
-learning-rate schedule and a short warm-up, early stopping on the validation balanced accuracy,
-and a checkpoint after every epoch so that an interrupted run resumes where it stopped.
+learning-rate schedule and a short warm-up (:func:`~sitefusion.training.schedules.warmup_cosine`),
+early stopping on the validation balanced accuracy, and a checkpoint after every epoch so that an
+interrupted run resumes where it stopped. The steps themselves are
+:func:`sitefusion.training.engine.train_epoch`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,8 @@ from sitefusion.config import TrainingConfig
 from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from sitefusion.training.engine import Batch, train_epoch
+from sitefusion.training.schedules import warmup_cosine
 
 __all__ = [
     "EpochReport",
@@ -109,14 +114,6 @@ def epoch_steps(n_images: int, cfg: TrainingConfig) -> int:
     return max(1, math.ceil(n_images / cfg.batch_size), cfg.min_steps_per_epoch)
 
 
-def _lr_at(epoch: int, step: int, steps: int, epochs: int, base: float) -> float:
-    progress = (epoch + step / max(1, steps)) / epochs
-    warm = 0.05
-    if progress < warm:
-        return base * (0.1 + 0.9 * progress / warm)
-    return base * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
-
-
 def fit_classifier(
     model: nn.Module,
     x_train: np.ndarray,
@@ -164,18 +161,14 @@ def fit_classifier(
 
     n = len(x_train)
     steps = epoch_steps(n, cfg)
-    for epoch in range(state.epoch + 1, cfg.epochs):
-        if state.stopped:
-            break
+
+    def batches(epoch: int) -> Iterator[Batch]:
         torch.manual_seed(seed * 10007 + epoch)
         rng = np.random.default_rng([seed, epoch])
         if augment is not None:
             augment.reseed(seed * 7919 + epoch)
         repeats = math.ceil(steps * cfg.batch_size / max(1, n))
         order = np.concatenate([rng.permutation(n) for _ in range(repeats)])
-        model.train()
-        t0 = time.perf_counter()
-        total, seen = 0.0, 0
         for step in range(steps):
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             if len(idx) < 2:  # BatchNorm cannot train on a single image
@@ -184,19 +177,21 @@ def fit_classifier(
             if augment is not None:
                 xb_np = augment(xb_np)
             xb = torch.from_numpy(xb_np).to(device)
-            yb = torch.from_numpy(y_train[idx]).long().to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(epoch, step, steps, cfg.epochs, cfg.lr)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.item()) * len(idx)
-            seen += len(idx)
-            if on_batch is not None:
-                on_batch(len(idx))
+            yield Batch((xb,), torch.from_numpy(y_train[idx]).long().to(device), step)
+
+    for epoch in range(state.epoch + 1, cfg.epochs):
+        if state.stopped:
+            break
+        t0 = time.perf_counter()
+
+        def rates(step: int, epoch: int = epoch) -> list[float]:
+            return [warmup_cosine(cfg.lr, epoch, step, steps, cfg.epochs)]
+
+        result = train_epoch(
+            model, optimizer, loss_fn, batches(epoch), learning_rates=rates, on_batch=on_batch
+        )
         elapsed = time.perf_counter() - t0
-        train_loss = total / max(1, seen)
+        train_loss, seen = result.mean, result.seen
 
         if len(x_val):
             logits = predict_logits(model, x_val, device=cfg.device)
