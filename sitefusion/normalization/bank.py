@@ -11,6 +11,9 @@ site) follows ``unseen_policy``:
 * ``"pooled"`` - the pooled normalizer.
 
 Every result is a :class:`NormalizedImage` that says which parameters were used and why.
+
+Why this module is long: most of it is the bank's artifact (``bank.json`` plus one file per site,
+each hashed, with every field checked on load and every refusal naming the file and field).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ Fitting never holds a whole site in memory: each image contributes at most
 ``samples_per_image`` pixel positions (all channels of the same positions), drawn with a
 ``numpy.random.Generator`` seeded from the ``seed`` hyper-parameter, so fitting is
 deterministic for a given image order.
+
+Why this module is long: it is the whole contract in one place (validation of images and
+hyper-parameters, sampled fitting, the not-fitted error, the versioned JSON artifact and its
+checks on load), so that the four normalizer kinds are only their formulas.
 """
 
 from __future__ import annotations
