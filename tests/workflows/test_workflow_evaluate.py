@@ -122,3 +122,35 @@ def test_overlap_counts_a_new_image_of_a_trained_group(
         w.writerow(test_row)  # a genuine test image: not counted
     manifest = load_manifest(path, loaded.cfg.data, image_root=synthetic_2d.parent)
     assert training_overlap(loaded, manifest) == {"images": 1, "ids": 0, "groups": 1}
+
+
+def test_evaluation_never_writes_into_the_run(tmp_path: Path) -> None:
+    """A synthetic run's data lives in the run directory; if it is gone, evaluation says so
+    instead of generating it again inside the run."""
+    import shutil
+
+    from sitefusion.config import config_from_dict
+    from sitefusion.errors import ArtifactError
+
+    cfg = config_from_dict(
+        {
+            "data": {
+                "source": "synthetic",
+                "synthetic": {"sites": 2, "images_per_site": 30, "classes": 2, "size": 16},
+                "id": "image_id",
+                "spatial_size": [16, 16],
+            },
+            "expert": {"out_channels": 4},
+            "training": {"epochs": 1, "threads": 1},
+            "fusion": {"epochs": 2, "hidden": 4, "modes": ["average_attention"]},
+            "baselines": {"pooled": False, "stacking": False, "weight_average": False},
+        },
+        "<synthetic>",
+    )
+    out = tmp_path / "run"
+    train_run(cfg, out)
+    shutil.rmtree(out / "data")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ArtifactError, match="generated data set is missing"):
+        internal_test_manifest(LoadedRun(out))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
