@@ -8,6 +8,7 @@ naming the file, the dotted field and what was expected. No code is evaluated fr
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ import yaml
 from sitefusion.errors import ConfigError, did_you_mean
 
 __all__ = [
+    "LIMITS",
     "BaselinesConfig",
     "Config",
     "DataConfig",
@@ -34,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_overrides",
+    "parse_yaml",
 ]
 
 NormalizerKind = Literal["zscore", "percentile", "histogram", "colour"]
@@ -281,6 +284,8 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
         raise fail("an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise fail("a finite number")
             return float(value)
         raise fail("a number")
     if tp is str:
@@ -307,12 +312,45 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
     return obj
 
 
+#: Upper bounds of sizes and counts (dotted field -> largest accepted value): beyond them a value
+#: is a typo or an attack, and would only fail later, after hours or gigabytes.
+LIMITS: dict[str, int] = {
+    "data.channels": 16,
+    "data.synthetic.sites": 64,
+    "data.synthetic.classes": 64,
+    "data.synthetic.images_per_site": 100_000,
+    "data.synthetic.size": 256,
+    "expert.out_channels": 65_536,
+    "training.epochs": 10_000,
+    "training.batch_size": 4_096,
+    "training.min_steps_per_epoch": 100_000,
+    "training.patience": 10_000,
+    "training.threads": 1_024,
+    "fusion.hidden": 65_536,
+    "fusion.epochs": 100_000,
+    "fusion.finetune_epochs": 1_000,
+    "fusion.finetune_soup": 32,
+    "evaluation.bootstrap": 1_000_000,
+    "evaluation.ece_bins": 1_000,
+    "scoring.batch_size": 4_096,
+}
+#: Largest image a run takes: pixels (2D) or voxels (3D) of ``data.spatial_size``.
+MAX_SPATIAL_ELEMENTS = 4_096 * 4_096
+
+
 def _validate(obj: Any, prefix: str, source: str) -> None:
     """Range checks that types alone cannot express."""
 
     def bad(name: str, value: Any, expected: str) -> ConfigError:
         where = f"{prefix}.{name}" if prefix else name
         return ConfigError(f"{source}: field '{where}' is {value!r}; expected {expected}")
+
+    for f in dataclasses.fields(obj):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        limit = LIMITS.get(where)
+        if limit is not None and isinstance(value, int) and value > limit:
+            raise bad(f.name, value, f"at most {limit:,}")
 
     if isinstance(obj, SplitConfig):
         for name in ("train", "fusion", "test"):
@@ -326,6 +364,12 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
     elif isinstance(obj, DataConfig):
         if len(obj.spatial_size) not in (2, 3) or min(obj.spatial_size) < 8:
             raise bad("spatial_size", list(obj.spatial_size), "2 or 3 sizes, each at least 8")
+        if math.prod(obj.spatial_size) > MAX_SPATIAL_ELEMENTS:
+            raise bad(
+                "spatial_size",
+                list(obj.spatial_size),
+                f"at most {MAX_SPATIAL_ELEMENTS:,} pixels or voxels in all (e.g. 4096x4096, 256^3)",
+            )
         if obj.channels < 1:
             raise bad("channels", obj.channels, "a positive integer")
         if obj.classes is not None and len(set(obj.classes)) < 2:
@@ -376,6 +420,69 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
         raise bad("ood_quantile", obj.ood_quantile, "a quantile between 0.5 and 1")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and without repeated keys.
+
+    An alias (``*name``) can expand a kilobyte file into gigabytes or refer to itself; a repeated
+    key silently drops the earlier value. A config needs neither, so both are refused.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                problem=f"YAML aliases (*{event.anchor}) are not allowed in a config",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the key {key!r} appears twice in one mapping (line "
+                    f"{seen[key].line + 1} and line {key_node.start_mark.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse config text with the safe loader, refusing aliases, repeated keys and tags that
+    would construct objects; any problem is one :class:`ConfigError` naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        where = ""
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: not a valid config{where}: {problem}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from err
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The parsed YAML of a config file (or a run's ``config.yaml``), with every failure — not
+    readable, not UTF-8, not valid or not safe YAML — one :class:`ConfigError` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {err.start} is {err.object[err.start : err.start + 1]!r}); "
+            "save the config as UTF-8"
+        ) from err
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read the config file ({err.strerror or err})") from err
+    return parse_yaml(text, str(p))
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["data.root=/x", "training.epochs=3"]`` into a nested mapping.
 
@@ -389,10 +496,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"override {item!r}: the key is empty")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({err})") from err
+        value = parse_yaml(raw, f"override {item!r}") if raw.strip() else ""
         node = result
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -427,14 +531,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Confi
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config, apply ``KEY=VALUE`` overrides and return the frozen :class:`Config`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read the config file ({err.strerror or err})") from err
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+    data = read_config_file(p) or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     merged = _merge(dict(data), parse_overrides(overrides))

@@ -91,3 +91,77 @@ def test_config_is_frozen_and_round_trips(tmp_path: Path) -> None:
 
     again = write(tmp_path, yaml.safe_dump(config_to_dict(cfg)))
     assert config_to_dict(load_config(again)) == config_to_dict(cfg)
+
+
+# -- hostile and careless configs (issue 23: 13, 14, 15) ---------------------------------------
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
+    # Nine levels of nine-fold aliases would expand to 387 million items.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    p = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: not a valid config \(line 2, .*aliases"):
+        load_config(p)
+
+
+def test_a_self_referencing_alias_is_one_clean_error(tmp_path: Path) -> None:
+    p = write(tmp_path, "name: &n [*n]\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(write(tmp_path, "name: demo\n"), ["fusion.modes=&m [*m]"])
+
+
+def test_a_repeated_section_is_refused_not_dropped(tmp_path: Path) -> None:
+    p = write(tmp_path, "training:\n  epochs: 3\nfusion:\n  epochs: 5\ntraining:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"'training' appears twice .*line 1 and line 5"):
+        load_config(p)
+
+
+def test_a_config_that_is_not_utf8_names_the_file_and_byte(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 9"):
+        load_config(p)
+
+
+def test_python_tags_never_construct_objects(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    p = write(tmp_path, f'name: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match=r"c\.yaml: not a valid config .*python/object/apply"):
+        load_config(p)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_refused(tmp_path: Path, value: str) -> None:
+    p = write(tmp_path, f"training:\n  lr: {value}\n")
+    with pytest.raises(ConfigError, match=r"training\.lr.*a finite number"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("training:\n  epochs: 1000000000000000000000000\n", r"training\.epochs.*at most 10,000"),
+        ("data:\n  spatial_size: [100000, 100000]\n", r"data\.spatial_size.*at most"),
+        ("fusion:\n  finetune_soup: 1000\n", r"fusion\.finetune_soup.*at most 32"),
+    ],
+)
+def test_absurd_sizes_are_refused_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_config(write(tmp_path, text))
+
+
+def test_an_unknown_backbone_is_caught_by_config_before_any_run_exists(tmp_path: Path) -> None:
+    from sitefusion.workflows import check_config, train_run
+
+    p = write(tmp_path, "expert:\n  backbone: resnet9000\n")
+    cfg = load_config(p)
+    with pytest.raises(ConfigError, match=r"c\.yaml: field 'expert'.*resnet9000.*valid choices"):
+        check_config(cfg)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="resnet9000"):
+        train_run(cfg, out)
+    assert not out.exists()  # nothing half-made to refuse the corrected config later

@@ -48,8 +48,11 @@ def _load(config: Path, overrides: list[str] | None) -> Config:
 @app.command("config")
 def config_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     """Validate a config and print it fully resolved (defaults filled in)."""
+    from sitefusion.workflows import check_config  # lazy: keeps --help fast
+
     try:
         cfg = _load(config, set_)
+        check_config(cfg)
     except SiteFusionError as err:
         _fail(err)
     console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), highlight=False)

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from sitefusion.config import Config, config_from_dict
+from sitefusion.config import Config, config_from_dict, parse_yaml
 from sitefusion.errors import ArtifactError, SiteFusionError
 from sitefusion.experts import SiteExpert
 from sitefusion.methods.base import (
@@ -73,8 +72,9 @@ class LoadedRun:
             )
         self.run.verify_all()
         self.run_id: str = str(info.get("run_id", ""))
-        raw = yaml.safe_load(self.run.read_text("config.yaml"))
-        self.cfg: Config = config_from_dict(raw, str(self.root / "config.yaml"))
+        source = str(self.root / "config.yaml")
+        raw = parse_yaml(self.run.read_text("config.yaml"), source)
+        self.cfg: Config = config_from_dict(raw, source)
         self.schema: dict[str, Any] = self.run.read_json("schema.json")
         self.classes: tuple[str, ...] = tuple(self.schema["classes"])
         self.expert_sites: tuple[str, ...] = tuple(self.schema["experts"])

@@ -172,7 +172,10 @@ def _fit_problem(item: ScoreItem, image: Any, spatial_dims: int, channels: int) 
             f"{item.input}: multi-frame DICOM instance ({frames} frames); this run scores "
             "single-frame 2D images"
         )
-    if meta.get("format") == "nifti" and meta.get("ndim_original", 0) >= 4:
+    original = list(meta.get("shape_original", []))
+    while len(original) > 3 and original[-1] == 1:  # trailing singleton axes carry nothing
+        original.pop()
+    if meta.get("format") == "nifti" and len(original) >= 4:
         shape = "x".join(str(s) for s in meta.get("shape_original", []))
         if spatial_dims == 2 or image.channels != channels:
             return (

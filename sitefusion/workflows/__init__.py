@@ -16,9 +16,16 @@ from sitefusion.workflows.evaluate import (
     quick_site_table,
     training_overlap,
 )
-from sitefusion.workflows.train import prepare_normalized, prepare_run, resolve_data, train_run
+from sitefusion.workflows.train import (
+    check_config,
+    prepare_normalized,
+    prepare_run,
+    resolve_data,
+    train_run,
+)
 
 __all__ = [
+    "check_config",
     "evaluate_run",
     "internal_test_manifest",
     "loso_predictions",

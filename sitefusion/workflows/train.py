@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from sitefusion.config import Config, config_from_dict, config_to_dict
+from sitefusion.config import Config, config_from_dict, config_to_dict, parse_yaml
 from sitefusion.data import (
     check_leakage,
     generate_synthetic_dataset,
@@ -39,10 +39,10 @@ from sitefusion.data import (
     make_splits,
     splits_csv,
 )
-from sitefusion.errors import ArtifactError, ConfigError
-from sitefusion.experts import build_expert
+from sitefusion.errors import ArtifactError, ConfigError, SiteFusionError
+from sitefusion.experts import build_expert, check_backbone_params
 from sitefusion.methods import configured_methods
-from sitefusion.normalization import NormalizerBank
+from sitefusion.normalization import NormalizerBank, make_normalizer
 from sitefusion.rundir import RunDir
 from sitefusion.rundir.environment import environment_info, record_environment
 from sitefusion.training.context import RunData, TrainContext, head_rows
@@ -56,7 +56,7 @@ from sitefusion.training.stages import (
     train_expert,
 )
 
-__all__ = ["prepare_normalized", "prepare_run", "resolve_data", "train_run"]
+__all__ = ["check_config", "prepare_normalized", "prepare_run", "resolve_data", "train_run"]
 
 
 def _log(console: Console | None, message: str) -> None:
@@ -100,15 +100,38 @@ def resolve_data(cfg: Config, out: Path, *, generate: bool = True) -> tuple[Path
     return root / cfg.data.manifest, root
 
 
+def check_config(cfg: Config) -> None:
+    """Everything about ``cfg`` that the layers below the config know: the expert backbone and
+    its parameters, the normalizer kind and its parameters. ``sitefusion config`` and every
+    training command run it before anything is written, so a typo never leaves a half-made run
+    directory behind.
+
+    Raises:
+        ConfigError, UnknownChoiceError: naming the config file and the field.
+    """
+    where = cfg.source_path or "<config>"
+    try:
+        check_backbone_params(cfg.expert.backbone, dict(cfg.expert.params))
+    except SiteFusionError as err:
+        raise ConfigError(f"{where}: field 'expert': {err}") from err
+    try:
+        make_normalizer(cfg.normalization.kind, **dict(cfg.normalization.params))
+    except SiteFusionError as err:
+        raise ConfigError(f"{where}: field 'normalization': {err}") from err
+
+
 def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple[RunDir, RunData]:
     """Stage 1: write config, schema and splits (or check them on resume) and load the images."""
+    check_config(cfg)
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if run.has("config.yaml"):
         # Compared as configs, not text: a field added to sitefusion later (with its default)
         # does not make an existing run directory unusable.
-        stored = config_from_dict(yaml.safe_load(run.read_text("config.yaml")), str(out))
+        stored = config_from_dict(
+            parse_yaml(run.read_text("config.yaml"), str(out / "config.yaml")), str(out)
+        )
         if config_to_dict(stored) != config_to_dict(cfg):
             raise ConfigError(
                 f"{out / 'config.yaml'}: this run directory was trained with a different "

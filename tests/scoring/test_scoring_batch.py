@@ -228,3 +228,20 @@ def test_an_image_the_models_refuse_fails_alone(
     assert rows["img_1b_black.png"]["error"].endswith(
         "img_1b_black.png: prediction failed: ValueError: degenerate image"
     )
+
+
+def test_a_2d_image_saved_with_trailing_singleton_axes_is_scored(
+    scoring_run: Path, tmp_path: Path
+) -> None:
+    """A 2D image written as a 24x24x1x1 NIfTI is a 2D image (issue 23, defect 12)."""
+    import json
+
+    import nibabel as nib
+
+    image = np.random.default_rng(0).uniform(0, 255, (24, 24, 1, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "flat.nii.gz")
+    summary = score_inputs(scoring_run, [tmp_path / "flat.nii.gz"], tmp_path / "out")
+    (row,) = [
+        json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
+    ]
+    assert summary.ok == 1 and row["status"] == "ok", row.get("error")
