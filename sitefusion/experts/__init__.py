@@ -2,6 +2,7 @@
 
 - :mod:`~sitefusion.experts.backbones`: registry of MONAI backbones (:data:`BACKBONES`).
 - :mod:`~sitefusion.experts.expert`: :class:`SiteExpert` and :func:`load_pretrained`.
+- :mod:`~sitefusion.experts.lite0`: :class:`EfficientNetLite0` (MONAI) and its ImageNet weights.
 - :mod:`~sitefusion.experts.averaging`: :func:`average_state_dicts` (one-shot FedAvg).
 """
 
@@ -15,11 +16,13 @@ from sitefusion.experts.backbones import (
     check_backbone_params,
 )
 from sitefusion.experts.expert import PretrainedLoad, SiteExpert, load_pretrained
+from sitefusion.experts.lite0 import EfficientNetLite0
 
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
     "DropoutLinear",
+    "EfficientNetLite0",
     "PretrainedLoad",
     "SiteExpert",
     "StateDictMismatchError",
