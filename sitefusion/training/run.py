@@ -44,7 +44,7 @@ from sitefusion.data import (
     splits_csv,
 )
 from sitefusion.errors import ArtifactError, ConfigError, UnknownChoiceError
-from sitefusion.experts import SiteExpert, average_state_dicts
+from sitefusion.experts import SiteExpert, average_state_dicts, initial_weights
 from sitefusion.fusion import apply_site_prior, site_prior_offsets
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
@@ -283,12 +283,8 @@ def _initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torc
     if run.has("experts/init.safetensors"):
         return run.read_tensors("experts/init.safetensors")
     torch.manual_seed(cfg.seed)
-    expert = build_expert(cfg, num_classes)
-    if cfg.expert.pretrained:
-        from sitefusion.experts import load_pretrained
-
-        load_pretrained(expert, Path(cfg.expert.pretrained))
-    state = {k: v.detach().clone() for k, v in expert.state_dict().items()}
+    state, source = initial_weights(build_expert(cfg, num_classes), cfg.expert.pretrained)
+    run.set_info(pretrained=source)  # before the weights: a resume skips this stage once they exist
     run.write_tensors("experts/init.safetensors", state)
     return state
 
