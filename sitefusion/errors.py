@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ImageReadError",
     "ManifestError",
+    "MissingDependencyError",
     "NotFittedError",
     "SiteFusionError",
     "UnknownChoiceError",
@@ -65,6 +66,10 @@ class ImageReadError(SiteFusionError, OSError):
 
 class ManifestError(SiteFusionError, ValueError):
     """A manifest row or column is invalid (missing file, unknown label, empty site, duplicate id)."""
+
+
+class MissingDependencyError(SiteFusionError, ImportError):
+    """An optional package an option needs is not installed; the message names what to install."""
 
 
 class NotFittedError(SiteFusionError, RuntimeError):

@@ -165,3 +165,63 @@ def test_an_unknown_backbone_is_caught_by_config_before_any_run_exists(tmp_path:
     with pytest.raises(ConfigError, match="resnet9000"):
         train_run(cfg, out)
     assert not out.exists()  # nothing half-made to refuse the corrected config later
+
+
+LITE0 = ["expert.backbone=efficientnet-lite0", "expert.pretrained=imagenet"]
+
+
+def test_ham_config_takes_imagenet_lite0() -> None:
+    cfg = load_config(ROOT / "configs" / "ham10000.yaml", LITE0)
+    assert (cfg.expert.backbone, cfg.expert.pretrained) == ("efficientnet-lite0", "imagenet")
+
+
+def test_unknown_pretrained_value_lists_choices(tmp_path: Path) -> None:
+    p = write(tmp_path, "expert:\n  pretrained: imagent\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "expert.pretrained" in msg and ".safetensors" in msg
+    assert "did you mean 'imagenet'" in msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["expert.pretrained=imagenet"], "'efficientnet-lite0' only; expert.backbone is 'compact'"),
+        ([*LITE0, "data.channels=1"], r"data\.channels is 1: expected 2 sizes and 3 channels"),
+        ([*LITE0, "data.spatial_size=[32, 32, 32]"], r"spatial_size is \[32, 32, 32\]"),
+    ],
+)
+def test_imagenet_refused_where_it_cannot_apply(
+    tmp_path: Path, overrides: list[str], match: str
+) -> None:
+    p = write(tmp_path, "data:\n  channels: 3\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(p, overrides)
+
+
+def test_imagenet_input_scaling_must_suit_the_normalizer(tmp_path: Path) -> None:
+    p = write(tmp_path, "data:\n  channels: 3\nnormalization:\n  kind: percentile\n")
+    with pytest.raises(ConfigError, match=r"needs expert\.params\.input_scaling 'unit'"):
+        load_config(p, LITE0)
+    cfg = load_config(p, [*LITE0, "expert.params.input_scaling=unit"])
+    assert cfg.expert.params["input_scaling"] == "unit"
+    with pytest.raises(ConfigError, match="rescale: true"):
+        load_config(
+            p, [*LITE0, "normalization.kind=histogram", "normalization.params.rescale=false"]
+        )
+
+
+def test_pretrained_file_must_exist_when_a_run_starts(tmp_path: Path) -> None:
+    from sitefusion.config import config_from_dict
+
+    weights = tmp_path / "w.safetensors"
+    p = write(tmp_path, f"expert:\n  pretrained: {weights}\n")
+    with pytest.raises(ConfigError, match=r"w\.safetensors.*not an existing file"):
+        load_config(p)
+    weights.write_bytes(b"x")
+    assert load_config(p).expert.pretrained == str(weights)
+    # A run directory's stored config is read back without the file (the run holds the weights).
+    weights.unlink()
+    stored = config_from_dict({"expert": {"pretrained": str(weights)}}, "run/config.yaml")
+    assert stored.expert.pretrained == str(weights)

@@ -23,6 +23,16 @@ Backbones (``params`` that may override the defaults in brackets):
 ``efficientnet-b0``
     ``monai.networks.nets.EfficientNetBN("efficientnet-b0", pretrained=False)`` [``dropout``
     (before the final linear layer, 0.2), ``norm``]. Needs at least 32 voxels along every axis.
+``efficientnet-lite0``
+    :class:`sitefusion.experts.lite0.EfficientNetLite0`: MONAI's ``EfficientNet`` with B0's
+    blocks without squeeze-and-excitation and ReLU6 for swish: 3.37 M trainable parameters
+    before ``_fc`` (the ImageNet file, 4.69 M tensor elements, adds the 1000-class classifier).
+    Its ``_fc`` (1280 pooled features -> D) is the projection to the feature size, as for the
+    other backbones, so ``expert.out_channels`` still sets D; the ImageNet weights
+    (``expert.pretrained: imagenet``) fill everything but ``_fc``. [``dropout`` (on the 1280
+    pooled features, 0.2), ``input_scaling`` (``standardized`` for zscore/colour normalizer
+    output, or ``unit`` for [0, 1] output; see :mod:`sitefusion.experts.lite0`)]. Needs at
+    least 32 pixels along every axis.
 ``compact``
     A small ``monai.networks.nets.ResNet`` for CPU training: basic blocks ``[1, 1, 1, 1]`` with
     16-32-64-128 filters, a 3-wide stride-2 stem and no max-pool (so a 32 x 32 image still has
@@ -44,6 +54,7 @@ from monai.networks.nets import DenseNet121, EfficientNetBN, ResNet, ResNetBlock
 from torch import nn
 
 from sitefusion.errors import ConfigError, UnknownChoiceError
+from sitefusion.experts.lite0 import EfficientNetLite0
 
 __all__ = [
     "BACKBONES",
@@ -178,6 +189,20 @@ def _efficientnet_b0(
     return net
 
 
+def _efficientnet_lite0(
+    spatial_dims: int, in_channels: int, out_channels: int, p: dict[str, Any]
+) -> nn.Module:
+    params = dict(p)
+    dropout = _dropout_value("efficientnet-lite0", params.pop("dropout", 0.2))
+    return EfficientNetLite0(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=out_channels,
+        dropout=dropout,
+        **params,
+    )
+
+
 _RESNET_PARAMS = frozenset(
     {
         "dropout",
@@ -216,6 +241,13 @@ _SPECS: dict[str, BackboneSpec] = {
             allowed=frozenset({"dropout", "norm"}),
             min_size=32,
             description="MONAI EfficientNetBN('efficientnet-b0'), random initialisation",
+        ),
+        BackboneSpec(
+            name="efficientnet-lite0",
+            build=_efficientnet_lite0,
+            allowed=frozenset({"dropout", "input_scaling"}),
+            min_size=32,
+            description="MONAI EfficientNet as EfficientNet-Lite0 (ImageNet weights optional)",
         ),
         BackboneSpec(
             name="resnet10",

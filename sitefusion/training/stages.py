@@ -17,7 +17,7 @@ from rich.console import Console
 
 from sitefusion.config import Config
 from sitefusion.errors import UnknownChoiceError
-from sitefusion.experts import SiteExpert, build_expert, load_pretrained
+from sitefusion.experts import SiteExpert, build_expert, initial_weights
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.context import RunData, normalize_rows
@@ -85,10 +85,8 @@ def initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torch
     if run.has("experts/init.safetensors"):
         return run.read_tensors("experts/init.safetensors")
     torch.manual_seed(cfg.seed)
-    expert = build_expert(cfg, num_classes)
-    if cfg.expert.pretrained:
-        load_pretrained(expert, Path(cfg.expert.pretrained))
-    state = {k: v.detach().clone() for k, v in expert.state_dict().items()}
+    state, source = initial_weights(build_expert(cfg, num_classes), cfg.expert.pretrained)
+    run.set_info(pretrained=source)  # before the weights: a resume skips this stage once they exist
     run.write_tensors("experts/init.safetensors", state)
     return state
 
