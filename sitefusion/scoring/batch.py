@@ -53,7 +53,7 @@ from sitefusion.io import read_dicom, read_dicom_series, read_image
 from sitefusion.io.dicom import read_dicom_dataset
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir.environment import package_version
-from sitefusion.scoring.discovery import ScoreItem, discover_items
+from sitefusion.scoring.discovery import ScoreItem, discover_items, valid_uid
 from sitefusion.scoring.explain import GradCamExplainer
 from sitefusion.scoring.ood import MahalanobisOOD, fusion_split_features
 from sitefusion.scoring.outputs import ScoreStore, score_columns
@@ -380,11 +380,11 @@ class _Context:
         try:
             image = _read(item)
             meta = image.metadata
-            result.study_uid = meta.get("StudyInstanceUID") or item.study_uid
-            result.series_uid = meta.get("SeriesInstanceUID") or item.series_uid
+            result.study_uid = valid_uid(meta.get("StudyInstanceUID")) or item.study_uid
+            result.series_uid = valid_uid(meta.get("SeriesInstanceUID")) or item.series_uid
             sops = meta.get("SOPInstanceUIDs")
             if isinstance(sops, list) and sops:
-                result.sop_uids = tuple(str(s) for s in sops)
+                result.sop_uids = tuple(u for u in map(valid_uid, sops) if u)
             problem = _fit_problem(item, image, len(self.run.spatial_size), self.run.channels)
             if problem is not None:
                 result.error = problem

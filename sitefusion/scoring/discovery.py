@@ -16,8 +16,10 @@ its previous row; its content hash tells whether the bytes changed since.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,13 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pydicom.uid import UID
+
 from sitefusion.errors import ImageReadError
 from sitefusion.io import detect_format
 from sitefusion.io.dicom import read_dicom_dataset
 from sitefusion.rundir import sha256_file
 from sitefusion.scoring.redaction import patient_identifiers
 
-__all__ = ["Discovery", "FileInfo", "ItemKind", "ScoreItem", "discover_items", "walk_inputs"]
+__all__ = [
+    "Discovery",
+    "FileInfo",
+    "ItemKind",
+    "ScoreItem",
+    "discover_items",
+    "not_a_file",
+    "valid_uid",
+    "walk_inputs",
+]
 
 ItemKind = Literal["dicom-instance", "dicom-series", "file", "unreadable"]
 """What one item is: a DICOM instance (2D run), a DICOM series (3D run), a NIfTI or raster file,
@@ -85,7 +98,9 @@ class ScoreItem:
     def item_id(self) -> str:
         """Stable identity: 16 hex digits of SHA-256 over the input path and series UID."""
         sub = self.series_uid if self.kind == "dicom-series" else ""
-        return hashlib.sha256(f"{self.input}\0{sub or ''}".encode()).hexdigest()[:16]
+        # os.fsencode: a file name that is not valid UTF-8 keeps its exact bytes.
+        blob = os.fsencode(self.input) + b"\0" + (sub or "").encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
     def sort_key(self) -> tuple[str, str]:
@@ -101,20 +116,6 @@ class Discovery:
     files: int = 0
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True
-
-
 def _pair_data(path: Path) -> bool:
     """The ``.img`` half of an Analyze/NIfTI pair: it is read (and scored) with its ``.hdr``."""
     return path.suffix.lower() == ".img" and any(
@@ -125,35 +126,101 @@ def _pair_data(path: Path) -> bool:
 def walk_inputs(
     inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None
 ) -> list[Path]:
-    """Absolute file paths of the inputs: folders walked recursively (sorted), files as given.
+    """Absolute paths of every entry the inputs hold: folders walked recursively (sorted), files
+    as given.
 
-    Hidden entries inside folders, anything under ``exclude`` (the output folder) and the
-    ``.img`` half of a ``.hdr``/``.img`` pair are left out; duplicates are dropped (first one
-    kept). A path that does not exist is kept (it becomes an error row).
+    Hidden entries inside folders, anything under ``exclude`` (the output folder, compared by
+    real path, so a symbolic link to it is excluded too) and the ``.img`` half of a
+    ``.hdr``/``.img`` pair are left out; duplicates are dropped (first one kept). Everything else
+    met on the way is kept, so that it gets its row: a path that does not exist, a broken or
+    looping symbolic link, a FIFO or device, and a folder that cannot be listed
+    (:func:`classify_file` says what each is, without opening anything that is not a regular
+    file). Symbolic links to folders are followed once; a folder reached again is not re-walked.
     """
     out: list[Path] = []
     seen: set[Path] = set()
-    excluded = Path(os.path.abspath(exclude)) if exclude is not None else None
+    excluded = Path(os.path.realpath(exclude)) if exclude is not None else None
+    visited: set[tuple[int, int]] = set()
 
     def add(p: Path) -> None:
         if p not in seen:
             seen.add(p)
             out.append(p)
 
+    def walk(folder: Path) -> None:
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in visited:
+                return
+            visited.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            add(folder)  # the folder gets a row that says why it could not be listed
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith(".") or _inside(path, excluded):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows a symbolic link
+            except OSError:
+                is_dir = False
+            if is_dir:
+                walk(path)
+            elif not _pair_data(path):
+                add(path)
+
     for raw in inputs:
         p = Path(os.path.abspath(raw))
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if (
-                    f.is_file()
-                    and not _hidden(f, p)
-                    and not _inside(f, excluded)
-                    and not _pair_data(f)
-                ):
-                    add(f)
+            walk(p)
         else:
             add(p)
     return out
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        Path(os.path.realpath(path)).relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, found without opening it, or ``None`` for a
+    regular file. Opening a FIFO would block, and ``/dev/zero`` never ends."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"{path}: broken symbolic link (to {os.readlink(path)})"
+        return f"{path}: file does not exist"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop"
+        return f"{path}: cannot read ({err.strerror or err})"
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.scandir(path).close()
+        except OSError as err:
+            return f"{path}: folder cannot be listed ({err.strerror or err})"
+        return f"{path}: is a folder"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+    return f"{path}: not a regular file ({kind})"
 
 
 def _hash(path: Path) -> str:
@@ -174,8 +241,12 @@ def _hash(path: Path) -> str:
 def classify_file(path: Path) -> FileInfo:
     """Recognise one file: format, SHA-256 and, for DICOM, UIDs and patient identifiers.
 
-    Never raises: a file that cannot be recognised is returned with ``kind="error"``.
+    Never raises: a file that cannot be recognised is returned with ``kind="error"``. Nothing
+    that is not a regular file is ever opened (:func:`not_a_file`).
     """
+    problem = not_a_file(path)
+    if problem is not None:
+        return FileInfo(path, "error", "", error=problem)
     try:
         kind = detect_format(path)
     except ImageReadError as err:
@@ -205,12 +276,21 @@ def classify_file(path: Path) -> FileInfo:
         path,
         "dicom",
         digest,
-        study_uid=text("StudyInstanceUID"),
-        series_uid=text("SeriesInstanceUID"),
-        sop_uid=text("SOPInstanceUID"),
-        sop_class_uid=text("SOPClassUID"),
+        study_uid=valid_uid(text("StudyInstanceUID")),
+        series_uid=valid_uid(text("SeriesInstanceUID")),
+        sop_uid=valid_uid(text("SOPInstanceUID")),
+        sop_class_uid=valid_uid(text("SOPClassUID")),
         identifiers=frozenset(patient_identifiers(ds)),
     )
+
+
+def valid_uid(value: object) -> str | None:
+    """``value`` if it is a valid DICOM UID (digits and dots, at most 64 characters, no leading
+    zeros), else ``None``: a header value such as ``=HYPERLINK(...)`` is never copied into the
+    scores or into a Structured Report that references the image."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if UID(value).is_valid else None
 
 
 def _sop_classes(infos: Sequence[FileInfo]) -> tuple[tuple[str, str], ...]:

@@ -98,6 +98,25 @@ def score_columns(classes: Sequence[str], sites: Sequence[str]) -> list[str]:
     ]
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(value: Any) -> Any:
+    """``value`` with every text made writable as UTF-8: a file name that is not valid UTF-8
+    (Python holds its bytes as surrogates) gets each such byte as ``\\xNN``, as Python's
+    ``backslashreplace`` writes it, so the original bytes can be told and recovered."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value).decode("utf-8", errors="backslashreplace")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
+
+
 def _csv_value(value: Any) -> str:
     if value is None:
         return ""
@@ -105,7 +124,11 @@ def _csv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ";".join(_csv_value(v) for v in value)
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        # A leading apostrophe makes a spreadsheet show the text instead of evaluating it.
+        return "'" + text
+    return text
 
 
 class ScoreStore:
@@ -249,7 +272,7 @@ class ScoreStore:
         """
         if self._fh is None:
             raise SiteFusionError("ScoreStore.append called outside its `with` block")
-        record = {c: row.get(c) for c in self.columns}
+        record = {c: printable(row.get(c)) for c in self.columns}
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()
         if fsync:
@@ -295,7 +318,10 @@ class ScoreStore:
 
 
 def rows_to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """CSV text of rows: lists joined with ``;``, booleans ``true``/``false``, ``None`` empty."""
+    """CSV text of rows: lists joined with ``;``, booleans ``true``/``false``, ``None`` empty,
+    and a text cell that a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR
+    first) prefixed with ``'`` (OWASP's CSV-injection rule). ``scores.jsonl`` keeps the values
+    as they are: JSON is data, never evaluated."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

@@ -1,0 +1,134 @@
+"""Hostile and careless inputs to a scoring batch (issue 23): nothing hangs, nothing crashes the
+batch, every entry met gets its row saying what it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitefusion.scoring import score_inputs
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+
+
+def _error(rows: list[dict[str, Any]], name: str) -> str:
+    (row,) = [r for r in rows if r["input"].endswith(name)]
+    assert row["status"] == "error", row
+    return str(row["error"])
+
+
+def test_a_fifo_and_a_device_get_rows_and_are_never_opened(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: discovery hashed the FIFO and the batch hung forever (defect 1)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(synthetic_pngs[0], inputs / "ok.png")
+    os.mkfifo(inputs / "pipe.png")
+    summary = score_inputs(scoring_run, [inputs, "/dev/zero"], tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert summary.items == 3 and summary.ok == 1
+    assert "not a regular file (a FIFO (named pipe))" in _error(rows, "pipe.png")
+    assert "not a regular file (a character device)" in _error(rows, "zero")
+
+
+def test_unlistable_folders_and_broken_links_get_rows_and_the_batch_goes_on(
+    scoring_run: Path,
+    synthetic_pngs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a folder without permission crashed the batch; dangling links and link loops
+    got no row (defect 2). Tests run as root, where permission bits do not stop a listing, so
+    the refusal is simulated at os.scandir."""
+    inputs = tmp_path / "in"
+    (inputs / "locked").mkdir(parents=True)
+    shutil.copy(synthetic_pngs[0], inputs / "ok.png")
+    (inputs / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (inputs / "loop.png").symlink_to(inputs / "loop.png")
+    (inputs / "again").symlink_to(inputs)  # a folder link back up: walked once, not forever
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    summary = score_inputs(scoring_run, [inputs], tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert summary.ok == 1
+    assert "folder cannot be listed (Permission denied)" in _error(rows, "locked")
+    assert "broken symbolic link" in _error(rows, "dangling.png")
+    assert "symbolic link loop" in _error(rows, "loop.png")
+    assert len(rows) == summary.items == 4
+
+
+def test_a_file_name_that_is_not_utf8_is_scored(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: UnicodeEncodeError in item_id killed the batch (defect 3)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")
+    shutil.copy(synthetic_pngs[0], inputs / name)
+    summary = score_inputs(scoring_run, [inputs], tmp_path / "out")
+    (row,) = _rows(tmp_path / "out")
+    assert summary.ok == 1 and row["status"] == "ok"
+    assert row["input"].endswith("caf\\xe9.png")  # the undecodable byte, written reversibly
+
+
+def test_an_output_folder_reached_through_a_link_inside_the_inputs_is_not_scored(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: --out compared absolute, not resolved, paths; the second batch scored the first
+    batch's own outputs (defect 5)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(synthetic_pngs[0], inputs / "a.png")
+    real_out = tmp_path / "elsewhere"
+    real_out.mkdir()
+    (inputs / "scores").symlink_to(real_out, target_is_directory=True)
+    first = score_inputs(scoring_run, [inputs], inputs / "scores", explain=True)
+    second = score_inputs(scoring_run, [inputs], real_out, explain=True)
+    assert first.items == second.items == 1
+
+
+def test_header_values_never_become_spreadsheet_formulas_or_invalid_sr_references(
+    scoring_run: Path, tmp_path: Path
+) -> None:
+    """Before: a UID such as =HYPERLINK(...) reached scores.csv as a live formula and the SR as
+    an illegal UID (defect 8)."""
+    import csv
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID = '=HYPERLINK("http://x","y")'
+    ds.SeriesInstanceUID = "+cmd|' /C calc'!A0"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ds.save_as(inputs / "ct.dcm")
+    score_inputs(scoring_run, [inputs], tmp_path / "out")
+    with (tmp_path / "out" / "scores.csv").open(newline="") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+    (row,) = [r for r in _rows(tmp_path / "out") if r["input"].endswith("ct.dcm")]
+    assert row["status"] == "ok" and row["study_uid"] is None and row["series_uid"] is None
+    assert not (tmp_path / "out" / "sr").exists()  # nothing to reference validly
+
+
+def test_every_text_cell_a_spreadsheet_would_evaluate_is_neutralised() -> None:
+    from sitefusion.scoring.outputs import rows_to_csv
+
+    rows = [{"a": "=1+1", "b": "@SUM(A1)", "c": -0.5, "d": "+x", "e": "-y", "f": "\tz", "g": "ok"}]
+    text = rows_to_csv(rows, list(rows[0]))
+    assert text.splitlines()[1] == "'=1+1,'@SUM(A1),-0.5,'+x,'-y,'\tz,ok"
