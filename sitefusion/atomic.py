@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
+from sitefusion.errors import OutputFolderError
+
+__all__ = [
+    "atomic_write",
+    "ensure_writable_folder",
+    "sha256_file",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 @contextmanager
@@ -61,3 +69,32 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def ensure_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove it takes a file, before any heavy work is done.
+
+    Raises:
+        OutputFolderError: one line naming the path and the reason: it is a file, a parent is
+            a file, it cannot be created, or a probe file cannot be written (read-only file
+            system, disk full, no permission).
+    """
+    folder = Path(path)
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == folder else f"lies under {parent}, which is"
+            raise OutputFolderError(f"{folder}: the {what} {where} a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        try:
+            os.write(fd, b"\0" * 4096)  # a full disk fails here, not at mkstemp
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise OutputFolderError(
+            f"{folder}: the {what} cannot be written ({err.strerror or err})"
+        ) from err
+    return folder

@@ -16,6 +16,7 @@ __all__ = [
     "ManifestError",
     "MissingDependencyError",
     "NotFittedError",
+    "OutputFolderError",
     "SiteFusionError",
     "UnknownChoiceError",
     "did_you_mean",
@@ -83,3 +84,7 @@ class NotFittedError(SiteFusionError, RuntimeError):
 
 class ArtifactError(SiteFusionError, OSError):
     """A run-directory artifact is missing, of the wrong version, or fails its SHA-256 check."""
+
+
+class OutputFolderError(SiteFusionError, OSError):
+    """An output folder cannot be written: it is a file, lies under a file, is read-only or full."""

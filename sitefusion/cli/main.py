@@ -53,7 +53,7 @@ def config_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     try:
         cfg = _load(config, set_)
         check_config(cfg)
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), highlight=False)
 
@@ -71,7 +71,7 @@ def prepare_cmd(
     try:
         cfg = _load(config, set_)
         data, bank = prepare_normalized(cfg, out, console)
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     print_preparation(console, data, bank)
 
@@ -90,7 +90,7 @@ def train_cmd(
         cfg = _load(config, set_)
         result = train_run(cfg, out, console=console)
         table = quick_site_table(out)
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     print_site_table(console, table, "internal test split: balanced accuracy per site")
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
@@ -110,7 +110,7 @@ def train_expert_cmd(
     try:
         cfg = _load(config, set_)
         result = train_run(cfg, out, console=console, sites=[site])
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     took = result["timings"].get(f"expert:{site}")
     state = f"trained in {took:.0f} s" if took is not None else "already trained"
@@ -151,7 +151,7 @@ def evaluate_cmd(
             n_boot=bootstrap,
             console=console,
         )
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     # soft_wrap: a table row stays one line in logs and narrow terminals
     console.print(render_markdown_table(metrics), highlight=False, soft_wrap=True)
@@ -195,7 +195,7 @@ def score_cmd(
             convert_colour=convert_colour,
             console=err_console,
         )
-    except SiteFusionError as err:
+    except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     console.print(
         f"{summary.items} items: {summary.ok} ok, {summary.errors} errors "

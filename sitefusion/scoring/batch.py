@@ -47,6 +47,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from sitefusion.atomic import ensure_writable_folder
 from sitefusion.data import conform
 from sitefusion.errors import ImageReadError, SiteFusionError
 from sitefusion.io import read_dicom, read_dicom_series, read_image
@@ -241,6 +242,7 @@ def score_inputs(
             batch.
     """
     t0 = time.perf_counter()
+    out = ensure_writable_folder(out_dir)  # before the run is loaded: a bad --out fails fast
     run = LoadedRun(Path(run_dir))
     method = run.fusion().name
     check_site_flag(site, run.expert_sites)
@@ -250,7 +252,6 @@ def score_inputs(
     size = int(batch_size or run.cfg.scoring.batch_size)
     if size < 1:
         raise SiteFusionError(f"batch_size is {size}; expected a positive integer")
-    out = Path(out_dir)
     columns = score_columns(run.classes, run.expert_sites)
     ctx = _Context(
         run=run,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from sitefusion.atomic import ensure_writable_folder
 from sitefusion.data import (
     Manifest,
     load_image_stack,
@@ -259,6 +260,7 @@ def evaluate_run(
         n_boot: bootstrap resamples (default: the run's ``evaluation.bootstrap``).
     """
     t0 = time.perf_counter()
+    ensure_writable_folder(out, "report folder")  # before anything is predicted
     loaded = LoadedRun(run_dir)
     ecfg = loaded.cfg.evaluation
     n_boot = ecfg.bootstrap if n_boot is None else n_boot

@@ -132,3 +132,65 @@ def test_every_text_cell_a_spreadsheet_would_evaluate_is_neutralised() -> None:
     rows = [{"a": "=1+1", "b": "@SUM(A1)", "c": -0.5, "d": "+x", "e": "-y", "f": "\tz", "g": "ok"}]
     text = rows_to_csv(rows, list(rows[0]))
     assert text.splitlines()[1] == "'=1+1,'@SUM(A1),-0.5,'+x,'-y,'\tz,ok"
+
+
+@pytest.mark.parametrize("case", ["is a file", "under a file", "read-only", "disk full"])
+def test_a_bad_output_folder_is_one_line_before_any_work(
+    scoring_run: Path,
+    synthetic_pngs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    """Before: tracebacks, after loading the run (score) or predicting everything (evaluate)
+    (defect 4). Read-only and full disks are simulated at os.write / tempfile (tests run as
+    root, and a full disk cannot be made here)."""
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    import sitefusion.atomic as atomic
+    from sitefusion.cli.main import app
+
+    out = tmp_path / "out"
+    if case == "is a file":
+        out.write_text("x")
+    elif case == "under a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "out"
+    elif case == "read-only":
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    else:
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(atomic.os, "write", full)
+    loaded: list[object] = []
+    import sitefusion.scoring.batch as batch
+    import sitefusion.workflows.evaluate as evaluate
+
+    for module in (batch, evaluate):
+        monkeypatch.setattr(module, "LoadedRun", lambda *a, **k: loaded.append(a))
+    runner = CliRunner()
+    for args in (
+        ["score", str(scoring_run), str(synthetic_pngs[0]), "--out", str(out)],
+        ["evaluate", str(scoring_run), "--out", str(out)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        message = " ".join(result.output.split())
+        assert message.startswith(f"error: {out}"), message
+        assert {
+            "is a file": "is a file",
+            "under a file": "lies under",
+            "read-only": "Read-only",
+            "disk full": "No space left",
+        }[case] in message
+        assert "Traceback" not in result.output
+    assert loaded == []  # nothing heavy was started
