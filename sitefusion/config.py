@@ -63,7 +63,9 @@ class DataConfig:
     """Where the images are and how the manifest's columns map to image, label, site and group.
 
     ``image`` is a column name or a template such as ``images/{image_id}.jpg``; relative paths are
-    resolved against ``root``. ``source: synthetic`` generates the set into the run directory.
+    resolved against ``root``, and a path that leads outside it (absolute, ``..``, a link out) is
+    refused unless ``allow_outside_root``. ``source: synthetic`` generates the set into the run
+    directory.
     """
 
     source: Literal["csv", "synthetic"] = "csv"
@@ -74,6 +76,7 @@ class DataConfig:
     site: str = "site"
     group: str = "group"
     id: str | None = None
+    allow_outside_root: bool = False
     classes: tuple[str, ...] | None = None
     spatial_size: tuple[int, ...] = (64, 64)
     channels: int = 1

@@ -130,6 +130,13 @@ def evaluate_cmd(
         typer.Option("--image-root", help="Root for the manifest's relative image paths."),
     ] = None,
     loso: Annotated[bool, typer.Option("--loso", help="Also run leave-one-site-out.")] = False,
+    allow_outside_root: Annotated[
+        bool,
+        typer.Option(
+            "--allow-outside-root",
+            help="Accept manifest image paths outside --image-root (absolute, '..').",
+        ),
+    ] = False,
     bootstrap: Annotated[
         int | None,
         typer.Option("--bootstrap", help="Bootstrap resamples (default: the run's config)."),
@@ -149,6 +156,7 @@ def evaluate_cmd(
             image_root=image_root,
             loso=loso,
             n_boot=bootstrap,
+            allow_outside_root=allow_outside_root,
             console=console,
         )
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say

@@ -9,6 +9,7 @@ the row number (1-based, header = row 1) and the column.
 from __future__ import annotations
 
 import csv
+import os
 import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from sitefusion.config import DataConfig
 from sitefusion.errors import ManifestError, did_you_mean
+from sitefusion.io import not_a_file
 
 __all__ = ["Manifest", "Record", "load_manifest"]
 
@@ -82,6 +84,7 @@ def load_manifest(
     classes: Sequence[str] | None = None,
     require_labels: bool = True,
     check_files: bool = True,
+    allow_outside_root: bool = False,
 ) -> Manifest:
     """Read and validate a CSV manifest.
 
@@ -93,7 +96,10 @@ def load_manifest(
         classes: the known class names (for example a trained run's); a label outside them is an
             error. ``None`` takes ``data.classes`` or else the sorted labels found.
         require_labels: whether every row needs a label (training and evaluation do; scoring not).
-        check_files: whether each image file must exist.
+        check_files: whether each image file must exist (and be a regular file).
+        allow_outside_root: accept image paths outside ``image_root`` (absolute paths, ``..``,
+            links leading out). Off by default: a manifest is data, and a row should not make
+            the program read ``/etc/passwd``.
 
     Raises:
         ManifestError: naming the manifest, the row and the column of every problem found
@@ -132,6 +138,7 @@ def load_manifest(
             )
 
     known = tuple(classes) if classes is not None else data.classes
+    real_root = Path(os.path.realpath(root))
     problems: list[str] = []
     records: list[Record] = []
     seen_ids: dict[str, int] = {}
@@ -152,8 +159,17 @@ def load_manifest(
         image_path = Path(rel)
         if not image_path.is_absolute():
             image_path = root / image_path
-        if check_files and not image_path.is_file():
-            problem(data.image, f"image file {image_path} does not exist")
+        if not allow_outside_root and not _inside(image_path, real_root):
+            problem(
+                data.image,
+                f"image path {rel!r} leads outside the image root {root} (absolute paths, '..' "
+                "and links out of the root are refused unless explicitly allowed)",
+            )
+            continue
+        if check_files:
+            reason = not_a_file(image_path)
+            if reason is not None:
+                problem(data.image, f"image {reason}")
         site = (row.get(data.site) or "").strip()
         if not site:
             problem(data.site, "empty site")
@@ -198,3 +214,12 @@ def load_manifest(
         known = tuple(sorted({r.label for r in records if r.label is not None}))
     sites = tuple(sorted({r.site for r in records}))
     return Manifest(source, tuple(records), tuple(known), sites)
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    """Whether ``path``, links resolved, lies in ``real_root``."""
+    try:
+        Path(os.path.realpath(path)).relative_to(real_root)
+    except ValueError:
+        return False
+    return True

@@ -7,6 +7,7 @@ raises only :class:`sitefusion.errors.ImageReadError`.
 from sitefusion.io.dicom import read_dicom
 from sitefusion.io.dicom_series import find_dicom_series, read_dicom_series
 from sitefusion.io.dispatch import read_image
+from sitefusion.io.files import not_a_file
 from sitefusion.io.formats import Format, detect_format
 from sitefusion.io.nifti import read_nifti
 from sitefusion.io.raster import read_raster
@@ -17,6 +18,7 @@ __all__ = [
     "ImageData",
     "detect_format",
     "find_dicom_series",
+    "not_a_file",
     "read_dicom",
     "read_dicom_series",
     "read_image",

@@ -16,10 +16,8 @@ its previous row; its content hash tells whether the bytes changed since.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from typing import Literal
 from pydicom.uid import UID
 
 from sitefusion.errors import ImageReadError
-from sitefusion.io import detect_format
+from sitefusion.io import detect_format, not_a_file
 from sitefusion.io.dicom import read_dicom_dataset
 from sitefusion.rundir import sha256_file
 from sitefusion.scoring.redaction import patient_identifiers
@@ -41,7 +39,6 @@ __all__ = [
     "ItemKind",
     "ScoreItem",
     "discover_items",
-    "not_a_file",
     "valid_uid",
     "walk_inputs",
 ]
@@ -188,39 +185,6 @@ def _inside(path: Path, folder: Path | None) -> bool:
     except ValueError:
         return False
     return True
-
-
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def not_a_file(path: Path) -> str | None:
-    """Why ``path`` cannot be read as a file, found without opening it, or ``None`` for a
-    regular file. Opening a FIFO would block, and ``/dev/zero`` never ends."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            return f"{path}: broken symbolic link (to {os.readlink(path)})"
-        return f"{path}: file does not exist"
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return f"{path}: symbolic link loop"
-        return f"{path}: cannot read ({err.strerror or err})"
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            os.scandir(path).close()
-        except OSError as err:
-            return f"{path}: folder cannot be listed ({err.strerror or err})"
-        return f"{path}: is a folder"
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-    return f"{path}: not a regular file ({kind})"
 
 
 def _hash(path: Path) -> str:

@@ -69,7 +69,11 @@ def internal_test_manifest(loaded: LoadedRun) -> Manifest:
     """The run's internal test split, as a manifest."""
     manifest_path, image_root = resolve_data(loaded.cfg, loaded.root, generate=False)
     manifest = load_manifest(
-        manifest_path, loaded.cfg.data, image_root=image_root, classes=loaded.classes
+        manifest_path,
+        loaded.cfg.data,
+        image_root=image_root,
+        classes=loaded.classes,
+        allow_outside_root=loaded.cfg.data.allow_outside_root,
     )
     splits = load_splits(loaded.run.verify("splits.csv"))
     return manifest.subset({i for i, s in splits.items() if s == "test"})
@@ -247,6 +251,7 @@ def evaluate_run(
     image_root: str | Path | None = None,
     loso: bool = False,
     n_boot: int | None = None,
+    allow_outside_root: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate every method of a run and write ``metrics.json``, ``report.md``, ``report.html``.
@@ -257,6 +262,7 @@ def evaluate_run(
         manifest, image_root: evaluate on this manifest (the run's column mapping and classes)
             instead of the run's internal test split.
         loso: also run leave-one-site-out (only for sites with test images).
+        allow_outside_root: accept image paths of ``manifest`` outside ``image_root``.
         n_boot: bootstrap resamples (default: the run's ``evaluation.bootstrap``).
     """
     t0 = time.perf_counter()
@@ -273,6 +279,7 @@ def evaluate_run(
             loaded.cfg.data,
             image_root=image_root if image_root is not None else mpath.parent,
             classes=loaded.classes,
+            allow_outside_root=allow_outside_root,
         )
     overlap = training_overlap(loaded, test)
     if overlap["images"] and console is not None:

@@ -142,7 +142,12 @@ def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple
         run.set_info(run_id=uuid.uuid4().hex[:12], status="training")
 
     manifest_path, image_root = resolve_data(cfg, out)
-    manifest = load_manifest(manifest_path, cfg.data, image_root=image_root)
+    manifest = load_manifest(
+        manifest_path,
+        cfg.data,
+        image_root=image_root,
+        allow_outside_root=cfg.data.allow_outside_root,
+    )
     if run.has("splits.csv"):
         splits = load_splits(run.verify("splits.csv"))
         check_leakage(manifest, splits)

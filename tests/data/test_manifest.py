@@ -91,3 +91,47 @@ def test_unlabelled_allowed_for_scoring(tmp_path: Path) -> None:
 def test_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="does not exist"):
         load_manifest(tmp_path / "nope.csv", MAPPING)
+
+
+# -- hostile manifests (issue 23: 16, and the FIFO line) ---------------------------------------
+
+PLAIN = DataConfig(image="path", label="dx", site="site", group="lesion_id", id="image_id")
+
+
+def _plain(tmp_path: Path, paths: list[str]) -> Path:
+    path = tmp_path / "root" / "m.csv"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image_id", "path", "lesion_id", "site", "dx"])
+        w.writeheader()
+        w.writerows(
+            {"image_id": f"i{k}", "path": p, "lesion_id": f"l{k}", "site": "a", "dx": "nv"}
+            for k, p in enumerate(paths)
+        )
+    return path
+
+
+def test_image_paths_outside_the_root_are_refused_by_row(tmp_path: Path) -> None:
+    """Before: '../../etc/passwd' and absolute paths were followed silently."""
+    manifest = _plain(tmp_path, ["../../etc/passwd", "/etc/passwd", "inside.png", "link.png"])
+    (tmp_path / "root" / "inside.png").write_bytes(b"x")
+    (tmp_path / "root" / "link.png").symlink_to("/etc/passwd")
+    with pytest.raises(ManifestError) as err:
+        load_manifest(manifest, PLAIN)
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    for row_no, rel in ((2, "../../etc/passwd"), (3, "/etc/passwd"), (5, "link.png")):
+        assert f"row {row_no}, column 'path': image path {rel!r} leads outside the image root" in (
+            message
+        )
+    allowed = load_manifest(manifest, PLAIN, allow_outside_root=True, check_files=False)
+    assert [r.path.name for r in allowed.records] == ["passwd", "passwd", "inside.png", "link.png"]
+
+
+def test_a_fifo_in_a_manifest_is_reported_as_what_it_is(tmp_path: Path) -> None:
+    import os
+
+    manifest = _plain(tmp_path, ["pipe.png"])
+    os.mkfifo(tmp_path / "root" / "pipe.png")
+    with pytest.raises(ManifestError, match=r"not a regular file \(a FIFO \(named pipe\)\)"):
+        load_manifest(manifest, PLAIN)
