@@ -72,6 +72,8 @@ class LoadedRun:
             )
         self.run.verify_all()
         self.run_id: str = str(info.get("run_id", ""))
+        #: UTC time the run was finished (``YYYY-MM-DDTHH:MM:SSZ``); ``None`` for older runs.
+        self.completed_at: str | None = info.get("completed_at")
         source = str(self.root / "config.yaml")
         raw = parse_yaml(self.run.read_text("config.yaml"), source)
         self.cfg: Config = config_from_dict(raw, source)

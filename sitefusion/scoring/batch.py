@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,24 @@ def _progress(console: Console | None) -> Progress:
         disable=console is None,
         transient=False,
     )
+
+
+def _document_time(completed_at: str | None, study: Any) -> datetime:
+    """The time an SR states it was made: when the run was finished; for a run from before that
+    was recorded, the source study's date and time (else the epoch). Never the clock, so that
+    the same scores give the same document."""
+    if completed_at:
+        try:
+            return datetime.strptime(completed_at, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            pass
+    date, clock = str(study.get("StudyDate", "")), str(study.get("StudyTime", ""))[:6]
+    for text, pattern in ((date + clock, "%Y%m%d%H%M%S"), (date, "%Y%m%d")):
+        try:
+            return datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+    return datetime(1970, 1, 1)
 
 
 def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, explain: bool) -> str:
@@ -631,5 +650,6 @@ class _Context:
             version=version,
             series_uid=sr_series,
             sop_uid=sr_instance,
+            created=_document_time(run.completed_at, template),
         )
         write_series_sr(path, sr)

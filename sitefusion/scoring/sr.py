@@ -26,6 +26,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,15 @@ def build_series_sr(
     version: str,
     series_uid: str,
     sop_uid: str,
+    created: datetime,
 ) -> Any:
-    """Build the SR (a ``highdicom.sr.Comprehensive3DSR``) for one source series."""
+    """Build the SR (a ``highdicom.sr.Comprehensive3DSR``) for one source series.
+
+    ``created`` stands for every date and time of the document (instance creation, content,
+    contribution), which highdicom would take from the clock: the same scores of the same run
+    must give the same bytes under the same SOP Instance UID, however often a batch is
+    interrupted and resumed.
+    """
     import highdicom as hd
     from highdicom.sr import (
         AlgorithmIdentification,
@@ -266,6 +274,17 @@ def build_series_sr(
         )
     for keyword in _BLANK_PATIENT:
         setattr(sr, keyword, "")
+    date, time_ = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
+    for keyword, value in (
+        ("InstanceCreationDate", date),
+        ("InstanceCreationTime", time_),
+        ("ContentDate", date),
+        ("ContentTime", time_),
+    ):
+        setattr(sr, keyword, value)
+    for item in sr.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time_
     return sr
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +282,10 @@ def train_run(
         method.fit(ctx)
     timings["fusion_and_baselines"] = time.perf_counter() - t
     previous = run.read_manifest().get("timings", {})
-    run.set_info(status="complete", timings={**previous, **timings})
+    # When the run was finished: the time stamp of everything scored with it (an SR's dates),
+    # so that a rescored or resumed batch writes the same bytes.
+    completed = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run.set_info(status="complete", completed_at=completed, timings={**previous, **timings})
     return {"run_id": run.read_manifest().get("run_id"), "timings": timings, "complete": True}
 
 

@@ -194,3 +194,23 @@ def test_a_bad_output_folder_is_one_line_before_any_work(
         }[case] in message
         assert "Traceback" not in result.output
     assert loaded == []  # nothing heavy was started
+
+
+def test_the_same_scores_give_the_same_sr_bytes_whenever_they_are_written(
+    scoring_run: Path, tmp_path: Path
+) -> None:
+    """Before: InstanceCreationTime, ContentTime and ContributionDateTime came from the clock,
+    so an interrupted batch wrote another document under the same SOP Instance UID (defect 7)."""
+    import time
+
+    from pydicom.data import get_testdata_file
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), inputs / "ct.dcm")
+    score_inputs(scoring_run, [inputs], tmp_path / "a")
+    time.sleep(1.1)  # the clock moves on by more than the resolution of a DICOM TM
+    score_inputs(scoring_run, [inputs], tmp_path / "b")
+    (first,) = sorted((tmp_path / "a" / "sr").glob("*.dcm"))
+    (second,) = sorted((tmp_path / "b" / "sr").glob("*.dcm"))
+    assert first.read_bytes() == second.read_bytes()
