@@ -211,8 +211,8 @@ class FusionMethod(Method):
                 num_classes=ctx.num_classes,
                 seed=cfg.seed,
                 batch_size=cfg.training.batch_size,
-                on_epoch=lambda ep, loss: progress.update(
-                    task, info=f"epoch {ep + 1}/{epochs} loss {loss:.3f}"
+                on_epoch=lambda ep, loss: _epoch_done(
+                    ctx, progress, task, f"{self.name} epoch {ep + 1}/{epochs} loss {loss:.3f}"
                 ),
                 on_batch=lambda k: progress.advance(task, k),
                 on_member=(
@@ -313,6 +313,14 @@ class FusionMethod(Method):
         if calibrated:
             z = z / self.temperature_
         return MethodOutput(softmax_rows(z), res.weights.numpy())
+
+
+def _epoch_done(ctx: TrainContext, progress: Any, task: Any, info: str) -> None:
+    """Show a fine-tuning epoch on the bar, and as a line where no bar is drawn (a log file):
+    a stage silent for many minutes looks hung."""
+    progress.update(task, info=info)
+    if ctx.console is not None and not ctx.console.is_terminal:
+        ctx.console.print(f"  fine-tune {info}")
 
 
 def _expert_outputs(experts: list[SiteExpert], x: np.ndarray) -> dict[str, np.ndarray]:
