@@ -350,7 +350,7 @@ def score_inputs(
                 row["sr"] = None
             return row
 
-        final = {r["item"]: r for r in store.finalize(with_sr)}
+        final = {r["item"]: r for r in store.finalize(with_sr, keep=set(keys))}
 
     current_rows = [final[it.item_id] for it in items if it.item_id in final]
     ok = sum(1 for r in current_rows if r.get("status") == "ok")

@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -286,11 +286,13 @@ class ScoreStore:
             os.fsync(self._fh.fileno())
 
     def final_rows(
-        self, update: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self,
+        update: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        keep: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
         """The latest row per item, sorted by ``(input, series_uid, item)``; ``update`` may
-        rewrite derived columns (e.g. ``sr``) of each row."""
-        rows = [dict(r) for r in self.rows.values()]
+        rewrite derived columns (e.g. ``sr``) of each row; ``keep``: only these items."""
+        rows = [dict(r) for k, r in self.rows.items() if keep is None or k in keep]
         if update is not None:
             rows = [update(r) for r in rows]
         return sorted(
@@ -298,10 +300,18 @@ class ScoreStore:
         )
 
     def finalize(
-        self, update: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self,
+        update: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        keep: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Rewrite ``scores.jsonl`` and ``scores.csv`` (atomically) from the latest rows."""
-        rows = self.final_rows(update)
+        """Rewrite ``scores.jsonl`` and ``scores.csv`` (atomically) from the latest rows.
+
+        ``keep``: the items of the batch being finished. The files then hold exactly that
+        batch: rows of inputs that are gone, or of another batch scored into the same folder
+        before, are dropped, so the summary line and the files always agree.
+        """
+        rows = self.final_rows(update, keep)
+        self.rows = {str(r["item"]): r for r in rows}
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -214,3 +214,27 @@ def test_the_same_scores_give_the_same_sr_bytes_whenever_they_are_written(
     (first,) = sorted((tmp_path / "a" / "sr").glob("*.dcm"))
     (second,) = sorted((tmp_path / "b" / "sr").glob("*.dcm"))
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_the_files_hold_exactly_the_batch_just_scored(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: rows of another batch, or of inputs that had disappeared, stayed in scores.csv
+    while the summary counted only the current batch (defect 6)."""
+    import csv
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, images in ((first, synthetic_pngs[:3]), (second, synthetic_pngs[3:5])):
+        folder.mkdir()
+        for image in images:
+            shutil.copy(image, folder / image.name)
+    out = tmp_path / "out"
+    score_inputs(scoring_run, [first], out)
+    (first / synthetic_pngs[0].name).unlink()  # an input disappears
+    again = score_inputs(scoring_run, [first], out)
+    other = score_inputs(scoring_run, [second], out)  # the folder reused for other inputs
+    with (out / "scores.csv").open(newline="") as fh:
+        listed = [row["input"] for row in csv.DictReader(fh)]
+    assert again.items == 2 and other.items == 2
+    assert sorted(Path(p).name for p in listed) == sorted(p.name for p in synthetic_pngs[3:5])
+    assert len(_rows(out)) == other.items
