@@ -16,10 +16,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PATIENT_KEYWORDS", "REPLACEMENT", "Redactor", "patient_identifiers"]
+__all__ = [
+    "PATIENT_KEYWORDS",
+    "REPLACEMENT",
+    "Redactor",
+    "birth_date_spellings",
+    "patient_identifiers",
+]
 
 PATIENT_KEYWORDS: tuple[str, ...] = ("PatientName", "PatientID", "OtherPatientIDs")
-"""Header elements whose values are collected and redacted."""
+"""Header elements whose values are collected and redacted (and PatientBirthDate, in the
+spellings of :func:`birth_date_spellings`)."""
 
 REPLACEMENT = "[redacted]"
 """What an identifier is replaced with."""
@@ -55,7 +62,25 @@ def patient_identifiers(ds: Any) -> set[str]:
                 found.add(" ".join(parts))
                 found.add("_".join(parts))
                 found.update(parts)
+    found.update(birth_date_spellings(ds))
     return {s for s in found if len(s) >= MIN_LENGTH}
+
+
+def birth_date_spellings(ds: Any) -> set[str]:
+    """The patient's date of birth (DICOM ``YYYYMMDD``) in the spellings exports put into folder
+    and file names: ISO with ``-``, ``.``, ``_`` or none, day first and month first with ``.``,
+    ``-``, ``/`` and ``_``. An invalid or partial date yields what can be spelled of it."""
+    try:
+        raw = str(ds.get("PatientBirthDate") or "").strip()
+    except Exception:  # a malformed value fails on access: nothing to collect
+        return set()
+    if len(raw) != 8 or not raw.isdigit():
+        return {raw} if len(raw) >= SUBSTRING_LENGTH else set()
+    y, m, d = raw[:4], raw[4:6], raw[6:]
+    spellings = {raw}
+    for sep in ("-", ".", "_", "/", ""):
+        spellings |= {f"{y}{sep}{m}{sep}{d}", f"{d}{sep}{m}{sep}{y}", f"{m}{sep}{d}{sep}{y}"}
+    return spellings
 
 
 def _is_multi(value: Any) -> bool:

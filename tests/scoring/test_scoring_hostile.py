@@ -238,3 +238,36 @@ def test_the_files_hold_exactly_the_batch_just_scored(
     assert again.items == 2 and other.items == 2
     assert sorted(Path(p).name for p in listed) == sorted(p.name for p in synthetic_pngs[3:5])
     assert len(_rows(out)) == other.items
+
+
+def test_dates_of_birth_never_reach_the_outputs(scoring_run: Path, tmp_path: Path) -> None:
+    """Before: a folder named after the PatientBirthDate and a file NAME_1961-07-04.dcm kept
+    the date in scores, file names and Grad-CAM file names (defect 11)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientBirthDate = "19610704"
+    folder = tmp_path / "in" / "born_04.07.1961"
+    folder.mkdir(parents=True)
+    ds.save_as(folder / "SCAN_1961-07-04.dcm")
+    out = tmp_path / "out"
+    score_inputs(scoring_run, [tmp_path / "in"], out, explain=True)
+    (row,) = _rows(out)
+    assert row["status"] == "ok" and "[redacted]" in row["input"]
+    leaked = ("19610704", "1961-07-04", "04.07.1961")
+    for path in out.rglob("*"):
+        assert not any(date in path.name for date in leaked), path.name
+        if path.is_file() and path.suffix in (".csv", ".jsonl"):
+            text = path.read_text()
+            assert not any(date in text for date in leaked), path.name
+
+
+def test_birth_date_spellings_cover_the_usual_exports() -> None:
+    from types import SimpleNamespace
+
+    from sitefusion.scoring.redaction import birth_date_spellings
+
+    found = birth_date_spellings(SimpleNamespace(get=lambda k: "19610704"))
+    assert {"19610704", "1961-07-04", "04.07.1961", "07/04/1961", "1961_07_04"} <= found
+    assert birth_date_spellings(SimpleNamespace(get=lambda k: None)) == set()
