@@ -204,11 +204,14 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Batch scoring: DICOM tag -> site map (value of the tag, as written, to a site name)."""
+    """Batch scoring: DICOM tag -> site map (value of the tag, as written, to a site name), and
+    ``max_elements``: the largest image read, in values (pixels or voxels times channels and
+    frames), checked from the header before decoding."""
 
     site_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     batch_size: int = 16
     ood_quantile: float = 0.99
+    max_elements: int = 2**27
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,7 @@ LIMITS: dict[str, int] = {
     "evaluation.bootstrap": 1_000_000,
     "evaluation.ece_bins": 1_000,
     "scoring.batch_size": 4_096,
+    "scoring.max_elements": 2**31,
 }
 #: Largest image a run takes: pixels (2D) or voxels (3D) of ``data.spatial_size``.
 MAX_SPATIAL_ELEMENTS = 4_096 * 4_096

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import has_dicom_preamble, require_file
 from sitefusion.io.types import ImageData, build_image
 
@@ -132,7 +133,7 @@ def _truncated_element(ds: Any) -> str | None:
     return f"{tag}{' ' + keyword if keyword else ''}: {len(value)} of {length} bytes"
 
 
-def read_dicom(path: str | os.PathLike[str]) -> ImageData:
+def read_dicom(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
     """Read one DICOM file.
 
     Returns:
@@ -146,6 +147,7 @@ def read_dicom(path: str | os.PathLike[str]) -> ImageData:
     """
     p = require_file(path)
     ds = read_dicom_dataset(p)
+    check_size(p, claimed_shape(ds), max_elements)
     pixels = decode_dicom_pixels(ds, p)
     array = pixels[:, 0] if pixels.shape[1] == 1 else pixels
     metadata = dicom_metadata(ds, p)
@@ -156,6 +158,18 @@ def read_dicom(path: str | os.PathLike[str]) -> ImageData:
         spacing = None if depth is None else [depth, *spacing]
     metadata["spacing"] = spacing
     return build_image(p, array, metadata)
+
+
+def claimed_shape(ds: Any) -> tuple[int, ...]:
+    """``(frames, rows, columns, samples)`` as the header states them (1 where absent)."""
+
+    def number(keyword: str) -> int:
+        try:
+            return int(ds.get(keyword) or 1)
+        except (TypeError, ValueError):
+            return 1
+
+    return tuple(number(k) for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"))
 
 
 def dicom_metadata(ds: Any, path: Path) -> dict[str, Any]:

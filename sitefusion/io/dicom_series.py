@@ -13,11 +13,13 @@ import numpy as np
 
 from sitefusion.errors import ImageReadError
 from sitefusion.io.dicom import (
+    claimed_shape,
     decode_dicom_pixels,
     dicom_metadata,
     read_dicom,
     read_dicom_dataset,
 )
+from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import has_dicom_preamble
 from sitefusion.io.types import ImageData, build_image
 
@@ -79,7 +81,9 @@ def find_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> dict[str, list
     return _group(_expand(paths))[0]
 
 
-def read_dicom_series(files_or_folder: str | os.PathLike[str] | Iterable[Path]) -> ImageData:
+def read_dicom_series(
+    files_or_folder: str | os.PathLike[str] | Iterable[Path], *, max_elements: int = MAX_ELEMENTS
+) -> ImageData:
     """Read one DICOM series as a volume.
 
     Slices are sorted by their position along the slice normal (ImagePositionPatient projected
@@ -143,8 +147,8 @@ def read_dicom_series(files_or_folder: str | os.PathLike[str] | Iterable[Path]) 
         )
     files = next(iter(groups.values()))
     if len(files) == 1:
-        return read_dicom(files[0])
-    return _stack(source, files)
+        return read_dicom(files[0], max_elements=max_elements)
+    return _stack(source, files, max_elements)
 
 
 def _is_dicomdir(ds: Any) -> bool:
@@ -153,8 +157,10 @@ def _is_dicomdir(ds: Any) -> bool:
     return str(sop_class) == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds
 
 
-def _stack(source: Path, files: list[Path]) -> ImageData:
+def _stack(source: Path, files: list[Path], max_elements: int = MAX_ELEMENTS) -> ImageData:
     datasets = [read_dicom_dataset(f) for f in files]
+    claimed = [claimed_shape(ds) for ds in datasets]
+    check_size(source, (sum(s[0] for s in claimed), *max(claimed)[1:]), max_elements)
     order, positions, how = _slice_order(source, files, datasets)
     slices: list[np.ndarray] = []
     first_shape: tuple[int, ...] | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from sitefusion.errors import ImageReadError
 from sitefusion.io.dicom import read_dicom
 from sitefusion.io.dicom_series import read_dicom_series
+from sitefusion.io.files import MAX_ELEMENTS
 from sitefusion.io.formats import detect_format
 from sitefusion.io.nifti import read_nifti
 from sitefusion.io.raster import read_raster
@@ -16,7 +17,7 @@ from sitefusion.io.types import ImageData
 __all__ = ["read_image"]
 
 
-def read_image(path: str | os.PathLike[str]) -> ImageData:
+def read_image(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
     """Read a DICOM file, a DICOM series folder, a NIfTI file or a raster image.
 
     A folder is read as one DICOM series (:func:`~sitefusion.io.read_dicom_series`); a file's
@@ -24,7 +25,8 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
 
     Returns:
         ``ImageData``: float32 ``array`` ``[C, H, W]`` or ``[C, D, H, W]`` plus JSON-safe
-        ``metadata`` (never patient identifiers).
+        ``metadata`` (never patient identifiers). An image whose header describes more than
+        ``max_elements`` values is refused before it is decoded.
 
     Raises:
         ImageReadError: for every failure, with the path and a one-line cause; the underlying
@@ -33,12 +35,12 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
     p = Path(path)
     try:
         if p.is_dir():
-            return read_dicom_series(p)
+            return read_dicom_series(p, max_elements=max_elements)
         kind = detect_format(p)
         if kind == "dicom":
-            return read_dicom(p)
+            return read_dicom(p, max_elements=max_elements)
         if kind == "nifti":
-            return read_nifti(p)
+            return read_nifti(p, max_elements=max_elements)
         return read_raster(p)
     except ImageReadError:
         raise

@@ -8,7 +8,14 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["not_a_file"]
+from sitefusion.errors import ImageReadError
+
+__all__ = ["MAX_ELEMENTS", "check_size", "not_a_file"]
+
+#: Largest image a reader decodes, in pixels or voxels times channels and frames (2**27: a
+#: 512^3 volume). Checked from the header before anything is decoded: a 131 KB deflated DICOM
+#: can claim gigabytes. Pillow has its own limit for raster images.
+MAX_ELEMENTS = 2**27
 
 
 _KINDS = (
@@ -42,3 +49,21 @@ def not_a_file(path: Path) -> str | None:
         return None
     kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
     return f"{path}: not a regular file ({kind})"
+
+
+def check_size(path: Path, shape: tuple[int, ...], limit: int = MAX_ELEMENTS) -> None:
+    """Refuse an image whose header describes more than ``limit`` elements, before decoding.
+
+    Raises:
+        ImageReadError: naming the file, the shape the header claims and the limit.
+    """
+    total = 1
+    for size in shape:
+        total *= max(0, int(size))
+    if total > limit:
+        dims = "x".join(str(int(s)) for s in shape)
+        raise ImageReadError(
+            path,
+            f"the header describes a {dims} image ({total:,} values), more than the limit of "
+            f"{limit:,}; refused before decoding (raise scoring.max_elements to read it)",
+        )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import NIFTI_SUFFIXES, nifti_magic, require_file
 from sitefusion.io.types import ImageData, build_image
 
@@ -26,7 +27,7 @@ __all__ = ["read_nifti"]
 _SHORT_READ = re.compile(r"Expected (?P<expected>\d+) bytes, got (?P<got>\d+) bytes")
 
 
-def read_nifti(path: str | os.PathLike[str]) -> ImageData:
+def read_nifti(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
     """Read a NIfTI image; scaling (``scl_slope``/``scl_inter``) is applied by nibabel.
 
     Shapes (trailing singleton axes beyond the third are dropped first):
@@ -56,6 +57,7 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageData:
         raise ImageReadError(
             p, f"unsupported format: {type(image).__name__} (only NIfTI-1/NIfTI-2 are read)"
         )
+    check_size(p, tuple(int(s) for s in image.shape), max_elements)  # header only, no voxels
     try:
         data = np.asarray(image.get_fdata(dtype=np.float32))
         zooms = [float(z) for z in image.header.get_zooms()]

@@ -216,12 +216,12 @@ def _reader_thread() -> None:
         torch.set_num_threads(1)
 
 
-def _read(item: ScoreItem) -> Any:
+def _read(item: ScoreItem, max_elements: int) -> Any:
     if item.kind == "dicom-instance":
-        return read_dicom(item.files[0])
+        return read_dicom(item.files[0], max_elements=max_elements)
     if item.kind == "dicom-series":
-        return read_dicom_series(list(item.files))
-    return read_image(item.files[0])
+        return read_dicom_series(list(item.files), max_elements=max_elements)
+    return read_image(item.files[0], max_elements=max_elements)
 
 
 def score_inputs(
@@ -398,7 +398,7 @@ class _Context:
             result.error = item.error
             return result
         try:
-            image = _read(item)
+            image = _read(item, self.run.cfg.scoring.max_elements)
             meta = image.metadata
             result.study_uid = valid_uid(meta.get("StudyInstanceUID")) or item.study_uid
             result.series_uid = valid_uid(meta.get("SeriesInstanceUID")) or item.series_uid
