@@ -62,6 +62,8 @@ class LoadedRun:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
+            if self.root.exists():
+                raise ArtifactError(f"{self.root}: is a file, not a run directory")
             raise ArtifactError(f"{self.root}: run directory does not exist")
         self.run = RunDir(self.root)
         info = self.run.read_manifest()

@@ -113,3 +113,11 @@ def test_asking_for_an_unknown_method_names_the_ones_there(loaded: LoadedRun) ->
     x = np.zeros((1, 1, 24, 24), np.float32)
     with pytest.raises(ArtifactError, match="no method fusoin; it has pooled, fusion"):
         loaded.predict(x, [None], methods=["fusoin"])
+
+
+def test_a_run_path_that_is_a_file_is_called_a_file(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("not a run")
+    with pytest.raises(ArtifactError, match=r"run: is a file, not a run directory"):
+        LoadedRun(tmp_path / "run")
+    with pytest.raises(ArtifactError, match=r"nope: run directory does not exist"):
+        LoadedRun(tmp_path / "nope")
