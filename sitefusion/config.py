@@ -3,6 +3,10 @@
 ``load_config(path, overrides)`` reads a YAML file, applies ``--set a.b=value`` overrides and builds
 nested frozen dataclasses. Unknown keys, wrong types and invalid choices raise :class:`ConfigError`
 naming the file, the dotted field and what was expected. No code is evaluated from a config.
+
+Why this module is long: the configuration is one contract — the frozen dataclasses, their
+coercion from YAML with errors that name the file and field, the range limits, and the strict
+YAML reader that refuses aliases, repeated keys and object tags — and reads best in one place.
 """
 
 from __future__ import annotations

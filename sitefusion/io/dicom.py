@@ -10,6 +10,10 @@ Conventions of the returned array (``[C, H, W]``, or ``[C, F, H, W]`` for multi-
 * Colour comes out as RGB (``C == 3``): YCbCr is converted, PALETTE COLOR is expanded through
   its lookup table, Planar Configuration is undone by pydicom.
 * Frames of a multi-frame file keep their stored order as the depth axis.
+
+Why this module is long: reading a DICOM file correctly is most of it — transfer syntaxes,
+rescale, MONOCHROME1, colour spaces, multi-frame files, truncation, the size check before
+decoding — each with an error that names the file.
 """
 
 from __future__ import annotations

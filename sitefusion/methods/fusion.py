@@ -13,6 +13,9 @@ out-of-fold logits of its own training rows.
 
 Artifacts: ``fusion/<name>.safetensors`` (the head), ``fusion/<name>.json`` (its configuration,
 loss curve, calibration), and the expert copies where fine-tuned.
+
+Why this module is a little long: the product fusion's end-to-end fine-tuning, soup check and
+temperature belong to the method that owns them.
 """
 
 from __future__ import annotations

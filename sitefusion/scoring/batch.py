@@ -15,6 +15,10 @@ Pipeline (one concept per module, this one only chains them):
 Determinism (a resumed batch ends with the same rows as an uninterrupted one): batches are
 padded to a fixed size before the experts run (a convolution's result can depend on the batch
 size), and the fusion head and the OOD distance are computed per item.
+
+Why this module is long: it is the whole batch-scoring job (discovery, reading in threads,
+site resolution, one fused pass per padded batch, per-item rows, OOD, Grad-CAM, SRs, resume),
+the workflow of the ``score`` command; its parts are in the sibling modules.
 """
 
 from __future__ import annotations
