@@ -313,6 +313,45 @@ class NormalizerBank:
         distances = self.site_distances(image)
         return min(distances, key=lambda site: distances[site])
 
+    def intensity_problem(self, image: object, normalized: NormalizedImage) -> str | None:
+        """Why ``image`` lies where its normalizer cannot represent it, or ``None``.
+
+        A site normalizer is fitted on one site's intensities and clips to them: an 8-bit image
+        given to a run fitted on 16-bit CT, a blank image or one far outside the fitted range
+        all become one (nearly) constant image, and then one confident prediction whose
+        feature distance looks ordinary. Checked: a constant image; a normalized image that is
+        constant although the raw one is not; most values outside the range of the site whose
+        parameters were used (its 1st to 99th percentile, widened by that span on each side).
+        """
+        raw = np.asarray(image, dtype=np.float64)
+        if raw.size == 0:
+            return "empty image"
+        if float(raw.max()) == float(raw.min()):
+            return f"constant image (every value is {float(raw.min()):g})"
+        out = np.asarray(normalized.array, dtype=np.float64)
+        if float(out.std()) < 1e-6:
+            return (
+                "its intensities are outside what the site normalizer was fitted on: it maps "
+                "the whole image to one value"
+            )
+        fitted = self.normalizers_.get(normalized.site_used)
+        if fitted is None:  # pooled or self-fitted parameters: nothing site-specific to check
+            fitted = self.pooled_ if normalized.site_used == POOLED_SITE else None
+        if fitted is None:
+            return None
+        channels = raw.reshape(raw.shape[0], -1)
+        for c, levels in enumerate(fitted.signature_):
+            low, high = float(levels[0]), float(levels[-1])
+            span = max(high - low, 1e-12)
+            outside = float(np.mean((channels[c] < low - span) | (channels[c] > high + span)))
+            if outside > 0.5:
+                return (
+                    f"{outside:.0%} of channel {c}'s values lie outside the intensity range the "
+                    f"normalizer of {normalized.site_used!r} was fitted on "
+                    f"({low:g} to {high:g}, 1st to 99th percentile)"
+                )
+        return None
+
     # --------------------------------------------------------------------- transform
 
     def transform(self, image: object, site: str | None = None) -> NormalizedImage:

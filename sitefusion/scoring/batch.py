@@ -82,7 +82,7 @@ from sitefusion.scoring.sr import (
 __all__ = ["ScoreSummary", "score_inputs"]
 
 # Bumped when a change makes old rows invalid (part of every item's score key).
-SCORER_VERSION = 2  # 2: fusion probabilities temperature-scaled
+SCORER_VERSION = 3  # 2: fusion probabilities temperature-scaled; 3: intensity checks
 _ROUND_PROB = 6
 _ROUND_OOD = 4
 
@@ -506,6 +506,15 @@ class _Context:
         probs = np.asarray(one.probs[0], dtype=np.float64)
         weights = np.asarray(one.weights[0], dtype=np.float64)
         distance = float(self.ood.score(feats.features[i : i + 1])[0])
+        # Intensities the normalizer cannot represent come first: such an image is flagged
+        # whatever its feature distance (which a constant image can make look ordinary).
+        intensity = self._intensity_problem(b)
+        far = distance > self.ood.threshold_
+        reason = intensity or (
+            f"feature distance {distance:.4g} above the run's threshold {self.ood.threshold_:.4g}"
+            if far
+            else None
+        )
         k = int(np.argmax(probs))
         row = self._row(b, key)
         resolution = b.resolution or SiteResolution(None, "unseen-policy")
@@ -525,7 +534,8 @@ class _Context:
                 "norm_site": preds.norm_site[i],
                 "norm_policy": preds.norm_policy[i],
                 "ood_score": round(distance, _ROUND_OOD),
-                "ood_flag": bool(distance > self.ood.threshold_),
+                "ood_flag": bool(far or intensity),
+                "ood_reason": reason,
             }
         )
         if self.explain:
@@ -536,6 +546,15 @@ class _Context:
                     f"{b.item.input}: explanation failed: {type(err).__name__}: {err}"
                 )
         return row
+
+    def _intensity_problem(self, b: _Loaded) -> str | None:
+        # The item's image normalized once more, as predict did: one per item, cheap beside
+        # the experts.
+        if b.array is None:
+            return None
+        requested = b.resolution.site if b.resolution else None
+        normalized = self.run.bank.transform(b.array, requested)
+        return self.run.bank.intensity_problem(b.array, normalized)
 
     def _explain(self, b: _Loaded, weights: np.ndarray, k: int, probs: np.ndarray) -> list[str]:
         if self._explainer is None:

@@ -86,6 +86,7 @@ def score_columns(classes: Sequence[str], sites: Sequence[str]) -> list[str]:
         "norm_policy",
         "ood_score",
         "ood_flag",
+        "ood_reason",
         "run_id",
         "study_uid",
         "series_uid",

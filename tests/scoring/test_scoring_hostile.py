@@ -271,3 +271,32 @@ def test_birth_date_spellings_cover_the_usual_exports() -> None:
     found = birth_date_spellings(SimpleNamespace(get=lambda k: "19610704"))
     assert {"19610704", "1961-07-04", "04.07.1961", "07/04/1961", "1961_07_04"} <= found
     assert birth_date_spellings(SimpleNamespace(get=lambda k: None)) == set()
+
+
+def test_images_the_normalizer_cannot_represent_are_flagged_with_a_reason(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: a blank image, or intensities far outside the fitted range, became one constant
+    image after normalization and got a confident prediction with ood_flag false (defect 9)."""
+    import nibabel as nib
+    import numpy as np
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(synthetic_pngs[0], inputs / "real.png")
+    affine = np.eye(4)
+    shapes = (24, 24)
+    blank = np.zeros(shapes, np.float32)
+    far = np.random.default_rng(0).uniform(50_000, 60_000, shapes).astype(np.float32)
+    nib.save(nib.Nifti1Image(blank, affine), inputs / "blank.nii.gz")
+    nib.save(nib.Nifti1Image(far, affine), inputs / "ct_range.nii.gz")
+    score_inputs(scoring_run, [inputs], tmp_path / "out")
+    rows = {Path(r["input"]).name: r for r in _rows(tmp_path / "out")}
+    assert rows["blank.nii.gz"]["ood_flag"] is True
+    assert "constant image" in rows["blank.nii.gz"]["ood_reason"]
+    assert rows["ct_range.nii.gz"]["ood_flag"] is True
+    assert "outside" in rows["ct_range.nii.gz"]["ood_reason"]
+    assert (
+        rows["real.png"]["ood_reason"] is None
+        or "feature distance" in rows["real.png"]["ood_reason"]
+    )
