@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, NoReturn
 
 import typer
 import yaml
@@ -36,7 +36,7 @@ SetOpt = Annotated[
 ]
 
 
-def _fail(err: BaseException) -> None:
+def _fail(err: BaseException) -> NoReturn:
     err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
@@ -189,6 +189,14 @@ def score_cmd(
         bool,
         typer.Option("--convert-colour", help="Convert grey <-> RGB to the run's channel count."),
     ] = False,
+    sr_patient: Annotated[
+        str,
+        typer.Option(
+            "--sr-patient",
+            help="Patient module of each DICOM SR: 'source' (the images' own, for their "
+            "archive) or 'blank' (for SRs that leave the hospital).",
+        ),
+    ] = "source",
 ) -> None:
     """Score images with a trained run: scores.csv / scores.jsonl, DICOM SR, explanations."""
     from sitefusion.scoring import score_inputs  # lazy: keeps --help fast
@@ -202,6 +210,7 @@ def score_cmd(
             explain=explain,
             convert_colour=convert_colour,
             console=err_console,
+            sr_patient=_sr_patient(sr_patient),
         )
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
@@ -221,6 +230,14 @@ def score_cmd(
         _fail(
             ValueError(f"none of the {summary.items} inputs could be scored; see the error column")
         )
+
+
+def _sr_patient(value: str) -> Literal["source", "blank"]:
+    if value == "source":
+        return "source"
+    if value == "blank":
+        return "blank"
+    _fail(ValueError(f"--sr-patient is {value!r}; valid choices: source, blank"))
 
 
 def main() -> None:

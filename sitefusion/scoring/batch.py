@@ -71,6 +71,7 @@ from sitefusion.scoring.site_resolution import (
     resolve_site,
 )
 from sitefusion.scoring.sr import (
+    PatientModule,
     SrFinding,
     build_series_sr,
     evidence_header,
@@ -239,6 +240,7 @@ def score_inputs(
     console: Console | None = None,
     workers: int = 2,
     batch_size: int | None = None,
+    sr_patient: PatientModule = "source",
 ) -> ScoreSummary:
     """Score every input with a finished run and write ``scores.csv`` / ``scores.jsonl``.
 
@@ -253,6 +255,9 @@ def score_inputs(
         console: where the progress bar goes (``None``: silent).
         workers: reader threads.
         batch_size: images per expert forward pass (default: the run's ``scoring.batch_size``).
+        sr_patient: ``"source"`` (default) gives each SR the source's patient module, as the
+            archive the images came from files it; ``"blank"`` for SRs that leave the
+            hospital (:mod:`sitefusion.scoring.sr`).
 
     Returns:
         :class:`ScoreSummary`. Items that cannot be scored are error rows, never exceptions.
@@ -285,6 +290,7 @@ def score_inputs(
         site_map=site_map,
         convert_colour=convert_colour,
         explain=explain,
+        sr_patient=sr_patient,
     )
 
     with (
@@ -390,6 +396,7 @@ class _Context:
     site_map: Any
     convert_colour: bool
     explain: bool
+    sr_patient: PatientModule = "source"
     _explainer: Any = None
 
     # -- reading (runs in the thread pool) -------------------------------------------------------
@@ -626,8 +633,11 @@ class _Context:
     ) -> None:
         run = self.run
         members = sorted(members, key=lambda it: it.sort_key)
+        # The patient-module choice is part of the document: another choice, another instance.
         sr_series, sr_instance = sr_uids(
-            run.run_id, series_uid, [str(rows[m.item_id]["score_key"]) for m in members]
+            run.run_id,
+            series_uid,
+            [str(rows[m.item_id]["score_key"]) for m in members] + [f"patient:{self.sr_patient}"],
         )
         if path.exists():
             try:
@@ -638,7 +648,9 @@ class _Context:
                 pass
         # One header read per series: the study and (blank) patient attributes are shared, each
         # instance only adds its UIDs (known from discovery).
-        template = evidence_header(read_dicom_dataset(members[0].files[0], stop_before_pixels=True))
+        template = evidence_header(
+            read_dicom_dataset(members[0].files[0], stop_before_pixels=True), self.sr_patient
+        )
         findings = []
         for m in members:
             row = rows[m.item_id]
@@ -674,5 +686,6 @@ class _Context:
             series_uid=sr_series,
             sop_uid=sr_instance,
             created=_document_time(run.completed_at, template),
+            patient=self.sr_patient,
         )
         write_series_sr(path, sr)

@@ -13,11 +13,14 @@ references its source instances by UID and holds:
 Class names and expert weights have no standard codes; they use the private coding scheme
 ``99SITEFUSION`` declared in the Coding Scheme Identification Sequence.
 
-Patient identifiers: the SR's Patient Module is written with *empty* PatientName, PatientID and
-PatientBirthDate (type 2, empty allowed), as sitefusion never writes patient identifiers; the
-Study Instance UID and Accession Number file it into the right study. The evidence datasets
-passed to highdicom are allow-listed copies of the source headers, so nothing else of the
-patient is copied either.
+Patient module (``patient``): an SR goes back to the archive its images came from, and a PACS
+files an SR by patient and study; one with an empty Patient ID in a study whose other objects
+carry one may be rejected or quarantined. By default (``"source"``) the SR therefore carries the
+source's PatientName, PatientID and PatientBirthDate. For an SR that leaves the hospital
+(``"blank"``, ``score --sr-patient blank``) they are written empty (type 2, empty allowed) and a
+study ID or accession number that repeats them is left empty too. Either way the evidence
+datasets passed to highdicom are allow-listed copies of the source headers, so nothing else of
+the patient is copied, and the CSV, JSONL, file names and logs never carry patient identifiers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sitefusion.rundir import atomic_write
 from sitefusion.scoring.outputs import publish
@@ -36,6 +39,7 @@ from sitefusion.scoring.redaction import Redactor, patient_identifiers
 
 __all__ = [
     "CODING_SCHEME",
+    "PatientModule",
     "SrFinding",
     "build_series_sr",
     "evidence_header",
@@ -63,6 +67,9 @@ _EVIDENCE_KEYWORDS = (
     "PatientSex",
 )
 _BLANK_PATIENT = ("PatientName", "PatientID", "PatientBirthDate")
+
+#: Whether an SR carries the source's patient module or a blank one.
+PatientModule = Literal["source", "blank"]
 _FREE_TEXT = ("AccessionNumber", "StudyID")
 
 
@@ -84,10 +91,12 @@ class SrFinding:
     label: str
 
 
-def evidence_header(ds: Any) -> Any:
-    """An allow-listed copy of a source header: UIDs, study and accession, blank patient.
+def evidence_header(ds: Any, patient: PatientModule = "blank") -> Any:
+    """An allow-listed copy of a source header: UIDs, study and accession, and the patient
+    module as ``patient`` says (see the module docstring).
 
-    A study ID or accession number containing the patient's name or ID is left empty too.
+    With ``"blank"`` a study ID or accession number containing the patient's name or ID is left
+    empty too.
     """
     from pydicom import Dataset
 
@@ -97,11 +106,11 @@ def evidence_header(ds: Any) -> Any:
         if keyword in ds:
             value = ds.get(keyword)
             # A study ID or accession number that repeats a patient identifier is left empty.
-            if keyword in _FREE_TEXT and redact(str(value)) != str(value):
+            if patient == "blank" and keyword in _FREE_TEXT and redact(str(value)) != str(value):
                 value = ""
             setattr(out, keyword, value)
     for keyword in _BLANK_PATIENT:
-        setattr(out, keyword, "")
+        setattr(out, keyword, ds.get(keyword, "") if patient == "source" else "")
     if "PatientSex" not in out:
         out.PatientSex = ""
     for keyword in ("AccessionNumber", "StudyID", "StudyDate", "StudyTime"):
@@ -151,6 +160,7 @@ def build_series_sr(
     series_uid: str,
     sop_uid: str,
     created: datetime,
+    patient: PatientModule = "blank",
 ) -> Any:
     """Build the SR (a ``highdicom.sr.Comprehensive3DSR``) for one source series.
 
@@ -272,8 +282,9 @@ def build_series_sr(
             series_description="sitefusion scores (preliminary, unverified)",
             coding_schemes=[scheme],
         )
-    for keyword in _BLANK_PATIENT:
-        setattr(sr, keyword, "")
+    if patient == "blank":
+        for keyword in _BLANK_PATIENT:
+            setattr(sr, keyword, "")
     date, time_ = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
     for keyword, value in (
         ("InstanceCreationDate", date),

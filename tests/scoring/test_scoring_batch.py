@@ -138,7 +138,8 @@ def test_no_patient_identifier_in_any_output_or_log(scored: Any, inputs: Path) -
     assert (str(source.PatientName), source.PatientID) == (PATIENT_NAME, PATIENT_ID)
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.suffix == ".dcm" for p in files) and any(p.suffix == ".png" for p in files)
-    for path in files:
+    # The SRs carry the source's patient module by default: they go back to its archive.
+    for path in [p for p in files if p.suffix != ".dcm"]:
         data = path.read_bytes().lower()
         for secret in SECRETS:
             assert secret.lower().encode() not in data, f"{secret} leaked into {path.name}"
@@ -166,7 +167,7 @@ def test_the_sr_references_its_sources_and_passes_dciodvfy(scored: Any, dciodvfy
     sr_path = out / row["sr"]
     sr = pydicom.dcmread(sr_path)
     assert sr.StudyInstanceUID == row["study_uid"]
-    assert str(sr.PatientName) == "" and sr.PatientID == ""
+    assert (str(sr.PatientName), sr.PatientID) == (PATIENT_NAME, PATIENT_ID)  # the default
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.SeriesInstanceUID == row["series_uid"]
@@ -245,3 +246,33 @@ def test_a_2d_image_saved_with_trailing_singleton_axes_is_scored(
         json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
     ]
     assert summary.ok == 1 and row["status"] == "ok", row.get("error")
+
+
+def test_an_sr_for_export_has_a_blank_patient_module(scoring_run: Path, tmp_path: Path) -> None:
+    """``--sr-patient blank``: no identifier in any output, the SR included."""
+    tagged_dicom(tmp_path / "in" / f"patient_{PATIENT_ID}" / "tagged.dcm")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(scoring_run),
+            str(tmp_path / "in"),
+            "--out",
+            str(out),
+            "--sr-patient",
+            "blank",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (sr_path,) = (out / "sr").glob("*.dcm")
+    sr = pydicom.dcmread(sr_path)
+    assert str(sr.PatientName) == "" and sr.PatientID == "" and sr.PatientBirthDate == ""
+    for path in [p for p in out.rglob("*") if p.is_file()]:
+        data = path.read_bytes().lower()
+        assert not any(secret.lower().encode() in data for secret in SECRETS), path.name
+    bad = CliRunner().invoke(
+        app,
+        ["score", str(scoring_run), str(tmp_path / "in"), "--out", str(out), "--sr-patient", "x"],
+    )
+    assert bad.exit_code == 1 and "valid choices: source, blank" in bad.output
