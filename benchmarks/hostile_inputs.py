@@ -245,14 +245,17 @@ def check_files(run: Path, work: Path) -> list[Outcome]:
             not any("scores.csv" in n or "scores.jsonl" in n for n in by_name),
         )
     )
+    redacted = [r for r in rows if "[redacted]" in r["input"]]
     for name, expected in sorted(cases.items()):
-        shown = name.encode("utf-8", "backslashreplace").decode()
-        key = (
-            shown
-            if shown in by_name
-            else next((k for k in by_name if k.endswith(shown[-40:])), None)
-        )
-        row = by_name.get(key or "")
+        if expected == "redacted":  # its name is an identifier: its row must not echo it
+            ok = len(redacted) == 2 and all(r["status"] == "ok" for r in redacted)
+            outcomes.append(
+                Outcome(f"file named after the patient ({name[:3]}...)", ok, "no redacted row")
+            )
+            continue
+        # A name that is not UTF-8 is written with its undecodable bytes as \xNN.
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        row = by_name.get(shown)
         if row is None:
             outcomes.append(Outcome(f"file {shown[:40]!r}", False, "no row"))
             continue
