@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sitefusion.errors import ArtifactError
-from sitefusion.experts import SiteExpert
+from sitefusion.experts import SiteExpert, TrunkTop
 from sitefusion.rundir import RunDir
 
 __all__ = ["ExpertFeatures", "extract_features", "load_feature_cache", "save_feature_cache"]
@@ -44,7 +44,7 @@ class ExpertFeatures:
 
 @torch.inference_mode()
 def extract_features(
-    experts: Sequence[SiteExpert],
+    experts: Sequence[SiteExpert | TrunkTop],
     images: np.ndarray,
     ids: Sequence[str],
     *,
@@ -52,7 +52,9 @@ def extract_features(
     device: str = "cpu",
     on_batch: Callable[[int], None] | None = None,
 ) -> ExpertFeatures:
-    """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``."""
+    """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``.
+
+    ``experts`` may be :class:`TrunkTop` views with ``images`` their trunk's feature maps."""
     for e in experts:
         e.eval().to(device)
     n = len(images)

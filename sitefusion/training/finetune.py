@@ -45,13 +45,16 @@ def finetune_fusion(
     batch_size: int = 64,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    feature_maps: bool = False,
 ) -> list[float]:
     """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
 
     ``presence [M, E]`` are the rows' expert masks (an image never reaches the expert that
     trained on it). Experts learn at ``cfg.finetune_lr``, the head at ``cfg.lr``, both on a
     cosine schedule, with the experts' augmentation and expert dropout. The loss carries
-    scikit-learn's "balanced" class weights, as the frozen-feature heads do.
+    scikit-learn's "balanced" class weights, as the frozen-feature heads do. With
+    ``feature_maps`` the inputs are a frozen trunk's maps and the experts are
+    :class:`~sitefusion.experts.TrunkTop` views (flips and rotations only).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -64,7 +67,7 @@ def finetune_fusion(
         weight_decay=1e-4,
     )
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
-    augment = BatchAugmenter(images.ndim - 2, seed)
+    augment = BatchAugmenter(images.ndim - 2, seed, feature_maps=feature_maps)
     n = len(labels)
     total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs
     bases = [group["base"] for group in optimizer.param_groups]
@@ -114,6 +117,7 @@ def finetune_soup(
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_member: Callable[[int, FusedSystem], None] | None = None,
+    feature_maps: bool = False,
 ) -> list[list[float]]:
     """:func:`finetune_fusion` ``cfg.finetune_soup`` times from the same start, then average.
 
@@ -150,6 +154,7 @@ def finetune_soup(
                 batch_size=batch_size,
                 on_epoch=member_epoch,
                 on_batch=on_batch,
+                feature_maps=feature_maps,
             )
         )
         if on_member is not None:

@@ -35,6 +35,7 @@ __all__ = [
     "fit_normalizers",
     "initial_state",
     "load_experts",
+    "network_inputs",
     "set_threads",
     "train_expert",
     "train_network",
@@ -91,6 +92,54 @@ def initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torch
     return state
 
 
+def network_inputs(
+    cfg: Config,
+    run: RunDir,
+    bank: NormalizerBank,
+    data: RunData,
+    rows: np.ndarray,
+    *,
+    pooled: bool = False,
+    console: Console | None = None,
+) -> np.ndarray:
+    """What this run's trainable networks take for ``rows``: the images normalized by their own
+    site's normalizer (or the pooled one), or, when the experts have a frozen trunk
+    (``expert.params.frozen_stages``), the trunk's feature maps of those images.
+
+    The trunk is the same in every network of the run (the shared initial weights, never
+    trained), so its maps are computed once per image and normalizer and kept on ``data`` for
+    the rest of the process: every stage after that trains and predicts from them.
+    """
+    num_classes = len(data.manifest.classes)
+    if not build_expert(cfg, num_classes).frozen_trunk:
+        return normalize_rows(bank, data, rows, pooled=pooled)
+    key = (
+        f"{'pooled' if pooled else 'site'} normalizer, {cfg.expert.params['frozen_stages']} stages"
+    )
+    if key not in data.trunk_maps:
+        trunk = build_expert(cfg, num_classes)
+        trunk.load_state_dict(initial_state(cfg, run, num_classes))
+        trunk.eval()
+        set_threads(cfg)
+        every = np.arange(len(data.ids))
+        parts = []
+        t0 = time.perf_counter()
+        with make_progress(console) as progress:
+            task = progress.add_task(f"frozen trunk ({key})", total=len(every), info="")
+            for i in range(0, len(every), 128):
+                x = normalize_rows(bank, data, every[i : i + 128], pooled=pooled)
+                parts.append(trunk.trunk(torch.from_numpy(x)).numpy())
+                progress.advance(task, len(x))
+        data.trunk_maps[key] = np.concatenate(parts)
+        maps = data.trunk_maps[key]
+        _log(
+            console,
+            f"  frozen trunk: {len(every)} images -> {tuple(maps.shape[1:])} maps "
+            f"({maps.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s",
+        )
+    return data.trunk_maps[key][rows]
+
+
 def train_network(
     cfg: Config,
     run: RunDir,
@@ -103,10 +152,17 @@ def train_network(
     seed: int,
     console: Console | None,
 ) -> None:
+    """Train one network of the experts' architecture from the shared initial weights and write
+    ``<stem>.safetensors`` (the whole network) and ``<stem>.json``.
+
+    ``x_train`` / ``x_val`` are :func:`network_inputs`: images, or a frozen trunk's maps, in
+    which case only the layers above the trunk train.
+    """
     num_classes = len(data.manifest.classes)
     init = initial_state(cfg, run, num_classes)
     model = build_expert(cfg, num_classes)
     model.load_state_dict(init)
+    trained = model.trainable_part()
     set_threads(cfg)
     t0 = time.perf_counter()
     name = Path(stem).name
@@ -126,7 +182,7 @@ def train_network(
                 console.print(f"  {name} {progress.tasks[task].fields['info']}")
 
         result = fit_classifier(
-            model,
+            trained,
             x_train,
             y_train,
             x_val,
@@ -138,11 +194,14 @@ def train_network(
             checkpoint_stem=f"checkpoints/{name}",
             on_epoch=on_epoch,
             on_batch=lambda k: progress.advance(task, k),
+            feature_maps=model.frozen_trunk,
         )
         if result.resumed_from is not None:
             _log(console, f"  {name}: resumed after epoch {result.resumed_from + 1}")
         progress.update(task, completed=cfg.training.epochs * per_epoch)
-    run.write_tensors(f"{stem}.safetensors", result.state)
+    # fit_classifier left its best weights in ``trained``, which shares its modules with
+    # ``model``: the whole network (trunk included) is what the run keeps.
+    run.write_tensors(f"{stem}.safetensors", model.state_dict())
     run.write_json(
         f"{stem}.json",
         {
@@ -178,9 +237,9 @@ def train_expert(
         run,
         data,
         stem,
-        normalize_rows(bank, data, tr),
+        network_inputs(cfg, run, bank, data, tr, console=console),
         data.labels[tr],
-        normalize_rows(bank, data, va),
+        network_inputs(cfg, run, bank, data, va, console=console),
         data.labels[va],
         cfg.seed + 1 + data.manifest.sites.index(site),
         console,
@@ -214,11 +273,11 @@ def cache_features(
     rows = data.rows("train", "val", "fusion", "test")
     if run.has(rel):
         return load_feature_cache(run, rel)
-    x = normalize_rows(bank, data, rows)
+    x = network_inputs(cfg, run, bank, data, rows, console=console)
     with make_progress(console) as progress:
         task = progress.add_task(f"features {Path(rel).stem}", total=len(rows), info="")
         feats = extract_features(
-            experts,
+            [e.trainable_part() for e in experts],
             x,
             [data.ids[i] for i in rows],
             device=cfg.training.device,

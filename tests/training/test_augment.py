@@ -32,3 +32,17 @@ def test_reseed_replays_the_same_augmentation() -> None:
 def test_unsupported_dimensionality_is_refused() -> None:
     with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
         BatchAugmenter(1)
+
+
+def test_feature_maps_are_only_flipped_and_rotated() -> None:
+    maps = np.random.default_rng(0).random((16, 5, 6, 6)).astype(np.float32)
+    out = BatchAugmenter(2, seed=3, feature_maps=True)(maps)
+    moved = 0
+    for before, after in zip(maps, out, strict=True):
+        # Every output is one of the 8 flips/rotations of its input, values untouched.
+        variants = [
+            np.rot90(v, k, axes=(1, 2)) for v in (before, before[:, ::-1]) for k in range(4)
+        ]
+        assert any(np.array_equal(after, v) for v in variants)
+        moved += not np.array_equal(after, before)
+    assert moved > 0
