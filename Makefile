@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install clean test-tools
+.PHONY: demo demo-federated test lint typecheck pytest install clean test-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --out runs/demo
+
+# The same synthetic set trained across real Flower processes on 127.0.0.1: a SuperLink and one
+# SuperNode per site, started and stopped by the pipeline.
+demo-federated: $(STAMP)
+	$(BIN)/python pipelines/demo_federated.py --out runs/demo-federated
 
 lint: $(STAMP)
 	$(BIN)/ruff check sitefusion pipelines tests benchmarks

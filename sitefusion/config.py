@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "EvaluationConfig",
     "ExpertConfig",
+    "FederatedConfig",
     "FusionConfig",
     "NormalizationConfig",
     "ScoringConfig",
@@ -188,13 +189,43 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    """Which baselines and controls the run trains besides the fusion."""
+    """Which baselines and controls the run trains besides the fusion.
+
+    ``fedavg``: the FedAvg baseline (``federated.fedavg_rounds`` rounds of
+    ``federated.fedavg_local_epochs`` local epochs per site), simulated in one process here;
+    ``sitefusion federate`` always trains it, across the sites' own processes.
+    """
 
     pooled: bool = True
     output_average: bool = True
     weight_average: bool = True
     stacking: bool = True
     random_features: bool = True
+    fedavg: bool = False
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """The federated run (``sitefusion federate``): rounds of federated averaging and deadlines.
+
+    ``head_rounds`` x ``head_local_epochs``: the fusion head, trained by federated averaging of
+    its weights over the sites' own feature caches. ``fedavg_rounds`` x ``fedavg_local_epochs``:
+    the FedAvg baseline (one network of the experts' architecture trained from the shared initial
+    weights). ``proximal_mu`` > 0 adds FedProx's proximal term ``mu/2 * ||w - w_global||^2`` to
+    every site's local loss (both). ``round_timeout`` (seconds): how long the coordinator waits
+    for the sites' replies in one round; a site that misses it is left out of that round (the
+    log says so) and the round goes on with the others, if at least ``min_sites`` replied.
+    ``node_timeout``: how long it waits for the sites to connect at the start.
+    """
+
+    head_rounds: int = 20
+    head_local_epochs: int = 2
+    fedavg_rounds: int = 10
+    fedavg_local_epochs: int = 1
+    proximal_mu: float = 0.0
+    round_timeout: float = 1800.0
+    node_timeout: float = 120.0
+    min_sites: int = 2
 
 
 @dataclass(frozen=True)
@@ -231,6 +262,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     source_path: str | None = None
@@ -358,6 +390,11 @@ LIMITS: dict[str, int] = {
     "fusion.epochs": 100_000,
     "fusion.finetune_epochs": 1_000,
     "fusion.finetune_soup": 32,
+    "federated.head_rounds": 10_000,
+    "federated.head_local_epochs": 1_000,
+    "federated.fedavg_rounds": 10_000,
+    "federated.fedavg_local_epochs": 1_000,
+    "federated.min_sites": 64,
     "evaluation.bootstrap": 1_000_000,
     "evaluation.ece_bins": 1_000,
     "scoring.batch_size": 4_096,
@@ -459,6 +496,17 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("calibration_fraction", obj.calibration_fraction, "a fraction in (0, 0.5)")
         if not 0.0 <= obj.expert_dropout < 1.0:
             raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
+    elif isinstance(obj, FederatedConfig):
+        for name in ("head_rounds", "head_local_epochs", "fedavg_rounds", "fedavg_local_epochs"):
+            if getattr(obj, name) < 1:
+                raise bad(name, getattr(obj, name), "a positive integer")
+        if obj.proximal_mu < 0:
+            raise bad("proximal_mu", obj.proximal_mu, "0 (FedAvg) or a positive FedProx weight")
+        for name in ("round_timeout", "node_timeout"):
+            if not 0 < getattr(obj, name) <= 7 * 86400:
+                raise bad(name, getattr(obj, name), "a positive number of seconds, at most a week")
+        if obj.min_sites < 1:
+            raise bad("min_sites", obj.min_sites, "at least 1 site")
     elif isinstance(obj, EvaluationConfig):
         if obj.bootstrap < 0:
             raise bad("bootstrap", obj.bootstrap, "a non-negative number of resamples")

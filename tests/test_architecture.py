@@ -17,8 +17,9 @@ LAYERS: list[set[str]] = [
     {"io", "normalization", "experts", "fusion", "evaluation"},
     {"data", "rundir", "training"},
     {"methods"},
-    {"reporting", "scoring", "federated"},
+    {"reporting", "scoring"},
     {"workflows"},
+    {"federated"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -232,6 +232,144 @@ def score_cmd(
         )
 
 
+@app.command("site")
+def site_cmd(
+    superlink: Annotated[str, typer.Option("--superlink", help="The SuperLink's HOST:PORT.")],
+    site: Annotated[str, typer.Option("--site", help="This site's name (as in the manifest).")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="This site's manifest (CSV).")],
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where this site keeps its runs.")],
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Image root (default: the manifest's folder).")
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="Local port of the site's ClientApp API.")
+    ] = 9094,
+    root_certificates: Annotated[
+        Path | None,
+        typer.Option("--root-certificates", help="CA certificate of the SuperLink (TLS)."),
+    ] = None,
+) -> None:
+    """Start this site's Flower SuperNode: it trains and evaluates on this site's data only.
+
+    Without --root-certificates the connection is plain text, which is only allowed to a
+    SuperLink on a loopback address.
+    """
+    import subprocess  # lazy: keeps --help fast
+
+    from sitefusion.federated import SiteSetup  # lazy: keeps --help fast
+    from sitefusion.federated.deploy import (  # lazy: keeps --help fast
+        TlsFiles,
+        flower_env,
+        supernode_command,
+    )
+
+    try:
+        setup = SiteSetup.from_node_config(
+            {
+                "site": site,
+                "manifest": str(manifest),
+                "workdir": str(workdir),
+                "root": str(root or ""),
+            }
+        )
+        tls = TlsFiles(root_certificates) if root_certificates is not None else None
+        command = supernode_command(superlink, setup, port=port, tls=tls)
+        env = flower_env(setup.workdir / "flwr_home")
+    except (SiteFusionError, OSError) as err:
+        _fail(err)
+    console.print(f"site {setup.site}: SuperNode connecting to {superlink} (Ctrl-C stops it)")
+    sys.exit(subprocess.run(command, env=env, check=False).returncode)
+
+
+@app.command("federate")
+def federate_cmd(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create or resume.")],
+    superlink: Annotated[
+        str | None,
+        typer.Option("--superlink", help="A running SuperLink's HOST:PORT (default: start one)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Port of a SuperLink started here.")] = 9092,
+    ca: Annotated[Path | None, typer.Option("--ca", help="CA certificate (TLS).")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="SuperLink certificate.")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="SuperLink private key.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds for the whole run.")] = 86400,
+    set_: SetOpt = None,
+) -> None:
+    """Run the federation: experts, fusion head and FedAvg trained at the sites, evaluated there.
+
+    Starts a SuperLink on this machine (or uses --superlink), runs sitefusion's Flower app and
+    writes the run directory and its report. Sites join with `sitefusion site`. A rerun with the
+    same --out resumes.
+    """
+    import json  # lazy: keeps --help fast
+
+    from sitefusion.federated import federated_config  # lazy: keeps --help fast
+    from sitefusion.federated.deploy import (  # lazy: keeps --help fast
+        TlsFiles,
+        flower_env,
+        run_app,
+        start_process,
+        superlink_command,
+        write_app,
+        write_connection,
+    )
+    from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
+    from sitefusion.workflows import check_config  # lazy: keeps --help fast
+
+    link = None
+    try:
+        cfg = _load(config, set_)
+        check_config(cfg)
+        federated_config(cfg)  # refuse what a federation cannot do before starting anything
+        tls = TlsFiles(ca, cert, key) if ca is not None else None
+        out = out.resolve()
+        work = out / "federation"
+        work.mkdir(parents=True, exist_ok=True)
+        request = work / "request.yaml"
+        request.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+        env = flower_env(work / "flwr_home")
+        address = superlink or f"127.0.0.1:{port}"
+        if superlink is None:
+            host = "127.0.0.1" if tls is None else "0.0.0.0"
+            link = start_process(
+                "SuperLink",
+                superlink_command(port, host=host, tls=tls),
+                port,
+                work / "superlink.log",
+                env,
+            )
+            console.print(
+                f"started SuperLink (pid {link.popen.pid}) on {host}:{port}; sites join with:"
+            )
+            console.print(
+                f"  sitefusion site --superlink {address} --site NAME --manifest CSV --workdir DIR"
+            )
+        write_connection(work / "flwr_home", "sitefusion", address, tls)
+        outcome = run_app(
+            write_app(work / "app"),
+            "sitefusion",
+            config=request,
+            out=out,
+            env=env,
+            timeout=timeout,
+            on_line=lambda line: console.print(line, highlight=False, markup=False),
+        )
+        if outcome.status != "finished:completed":
+            raise SiteFusionError(
+                f"federated run {outcome.run_id} ended with status {outcome.status}; rerun the "
+                f"same command to resume from {out}"
+            )
+        metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
+    except (SiteFusionError, OSError) as err:
+        _fail(err)
+    finally:
+        if link is not None:
+            link.stop()
+    console.print(render_markdown_table(metrics), highlight=False, soft_wrap=True)
+    console.print(f"federated run in {out}; report {out / 'report' / 'report.html'}")
+
+
 def _sr_patient(value: str) -> Literal["source", "blank"]:
     if value == "source":
         return "source"

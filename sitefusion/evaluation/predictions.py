@@ -33,6 +33,7 @@ FUSION_METHODS: tuple[str, ...] = ("fusion", "fusion_concat", "fusion_attention"
 BASE_METHODS: tuple[str, ...] = (
     *FUSION_METHODS,
     "pooled",
+    "fedavg",
     "output_average",
     "weight_average",
     "stacking",
@@ -69,6 +70,7 @@ def canonical_method_order(names: Iterable[str], experts: Iterable[str]) -> list
     order = [
         *FUSION_METHODS,
         "pooled",
+        "fedavg",
         *(local_method(e) for e in experts),
         "output_average",
         "weight_average",

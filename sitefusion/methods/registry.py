@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sitefusion.config import Config
 from sitefusion.methods.base import Method
+from sitefusion.methods.fedavg import FedAvgMethod
 from sitefusion.methods.fusion import FusionMethod
 from sitefusion.methods.local import LocalExpert
 from sitefusion.methods.output_average import OutputAverage
@@ -26,6 +27,7 @@ METHOD_CLASSES: dict[str, type[Method]] = {
     "fusion": FusionMethod,
     "random_features": RandomFeaturesControl,
     "pooled": PooledMethod,
+    "fedavg": FedAvgMethod,
     "local": LocalExpert,
     "output_average": OutputAverage,
     "weight_average": WeightAverage,
@@ -36,7 +38,7 @@ METHOD_CLASSES: dict[str, type[Method]] = {
 def configured_methods(cfg: Config, sites: Sequence[str]) -> list[Method]:
     """The methods ``cfg`` trains for experts of ``sites``, in the order they are trained.
 
-    Pooled training first (it reads images, not the feature cache); then the fusion heads, the
+    Pooled training and the FedAvg baseline first (they read images, not the feature cache); then the fusion heads, the
     product (first) mode first; the random-feature control; stacking; weight averaging; and the
     methods that need no training (each local expert, output averaging).
     """
@@ -44,6 +46,8 @@ def configured_methods(cfg: Config, sites: Sequence[str]) -> list[Method]:
     methods: list[Method] = []
     if cfg.baselines.pooled:
         methods.append(PooledMethod())
+    if cfg.baselines.fedavg:
+        methods.append(FedAvgMethod())
     methods += [FusionMethod(mode, product=mode == product) for mode in cfg.fusion.modes]
     if cfg.baselines.random_features:
         methods.append(RandomFeaturesControl(product))

@@ -22,6 +22,9 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "fusion_concat": "fusion head variant that concatenates the experts' features",
     "fusion_attention": "fusion head variant that attends over the experts",
     "pooled": "one model trained on the images of all sites pooled together",
+    "fedavg": (
+        "one model trained by federated averaging over rounds (FedAvg), each site on its own images"
+    ),
     "output_average": "average of the local experts' predicted probabilities",
     "weight_average": "one model whose weights are the average of the local experts' weights",
     "stacking": "a classifier trained on the local experts' outputs",

@@ -148,6 +148,22 @@ class RunDir:
         self._record(rel)
         return path
 
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        """Write ``data`` as it is (a file received from another run directory) atomically and
+        record its hash."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._record(rel)
+        return path
+
     def adopt(self, rel: str) -> None:
         """Record the hash of a file already written into the run directory."""
         if not (self.root / rel).exists():

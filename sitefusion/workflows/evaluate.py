@@ -24,6 +24,7 @@ from sitefusion.data import (
     load_split_table,
     load_splits,
 )
+from sitefusion.errors import ArtifactError
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
 from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
@@ -65,8 +66,21 @@ __all__ = [
 ]
 
 
+def _federated(loaded: LoadedRun) -> bool:
+    return loaded.run.read_manifest().get("mode") == "federated"
+
+
 def internal_test_manifest(loaded: LoadedRun) -> Manifest:
-    """The run's internal test split, as a manifest."""
+    """The run's internal test split, as a manifest.
+
+    Raises:
+        ArtifactError: a federated run (its test splits stay at the sites).
+    """
+    if _federated(loaded):
+        raise ArtifactError(
+            f"{loaded.root}: a federated run's test splits stay at the sites (its report is in "
+            f"{loaded.root / 'report'}); evaluate it on a test set of your own with --manifest"
+        )
     manifest_path, image_root = resolve_data(loaded.cfg, loaded.root, generate=False)
     manifest = load_manifest(
         manifest_path,
@@ -119,8 +133,16 @@ def training_overlap(loaded: LoadedRun, manifest: Manifest) -> dict[str, Any]:
 
     An image counts when its id, or its site and group (patient, lesion), is in the run's
     train, validation or fusion split: figures on such images are optimistic. Returns
-    ``{"images": n, "ids": n_same_id, "groups": n_shared_groups}``.
+    ``{"images": n, "ids": n_same_id, "groups": n_shared_groups}``; for a federated run, whose
+    splits stay at the sites, zeros and a ``note`` saying it could not be checked.
     """
+    if _federated(loaded):
+        return {
+            "images": 0,
+            "ids": 0,
+            "groups": 0,
+            "note": "federated run: the training images stay at the sites; overlap not checked",
+        }
     table = load_split_table(loaded.run.verify("splits.csv"))
     trained = [(rid, row) for rid, row in table.items() if row["split"] != "test"]
     seen = {rid for rid, _ in trained}
@@ -157,7 +179,7 @@ def _calibration(loaded: LoadedRun, pset: PredictionSet, bins: int) -> dict[str,
     if "fusion" not in loaded.methods or "fusion" not in pset.probs:
         return {}
     meta = loaded.run.read_json("fusion/fusion.json").get("calibration")
-    if not meta:
+    if not meta or _federated(loaded):
         return {}
     temperature = loaded.temperature("fusion")
     log_p = np.log(np.clip(pset.probs["fusion"], 1e-12, 1.0))
@@ -270,6 +292,11 @@ def evaluate_run(
     loaded = LoadedRun(run_dir)
     ecfg = loaded.cfg.evaluation
     n_boot = ecfg.bootstrap if n_boot is None else n_boot
+    if loso and _federated(loaded):
+        raise ArtifactError(
+            f"{loaded.root}: leave-one-site-out retrains the fusion on its training features, "
+            "which stay at the sites in a federated run"
+        )
     if manifest is None:
         test = internal_test_manifest(loaded)
     else:

@@ -32,6 +32,7 @@ from rich.console import Console
 
 from sitefusion.config import Config, config_from_dict, config_to_dict, parse_yaml
 from sitefusion.data import (
+    Manifest,
     check_leakage,
     generate_synthetic_dataset,
     load_image_stack,
@@ -40,7 +41,7 @@ from sitefusion.data import (
     make_splits,
     splits_csv,
 )
-from sitefusion.errors import ArtifactError, ConfigError, SiteFusionError
+from sitefusion.errors import ArtifactError, ConfigError, ManifestError, SiteFusionError
 from sitefusion.experts import build_expert, check_backbone_params
 from sitefusion.methods import configured_methods
 from sitefusion.normalization import NormalizerBank, make_normalizer
@@ -57,12 +58,34 @@ from sitefusion.training.stages import (
     train_expert,
 )
 
-__all__ = ["check_config", "prepare_normalized", "prepare_run", "resolve_data", "train_run"]
+__all__ = [
+    "check_config",
+    "only_site",
+    "prepare_normalized",
+    "prepare_run",
+    "resolve_data",
+    "train_run",
+]
 
 
 def _log(console: Console | None, message: str) -> None:
     if console is not None:
         console.print(message)
+
+
+def only_site(manifest: Manifest, site: str) -> Manifest:
+    """The rows of ``site`` only, as a manifest with that one site.
+
+    Raises:
+        ManifestError: the manifest has no row of ``site`` (the message lists its sites).
+    """
+    if site not in manifest.sites:
+        raise ManifestError(
+            f"{manifest.source}: no rows of site {site!r}; the manifest's sites are "
+            f"{', '.join(repr(s) for s in manifest.sites)}"
+        )
+    records = tuple(r for r in manifest.records if r.site == site)
+    return Manifest(manifest.source, records, manifest.classes, (site,))
 
 
 def resolve_data(cfg: Config, out: Path, *, generate: bool = True) -> tuple[Path, Path]:
@@ -121,8 +144,21 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"{where}: field 'normalization': {err}") from err
 
 
-def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple[RunDir, RunData]:
-    """Stage 1: write config, schema and splits (or check them on resume) and load the images."""
+def prepare_run(
+    cfg: Config,
+    out: Path,
+    console: Console | None = None,
+    *,
+    site: str | None = None,
+    load_images: bool = True,
+) -> tuple[RunDir, RunData]:
+    """Stage 1: write config, schema and splits (or check them on resume) and load the images.
+
+    ``site``: keep only that site's rows of the manifest, before any image is read (a federated
+    site's own run directory); a manifest without rows of ``site`` is an error naming both.
+    ``load_images=False``: everything but the pixels (``data.images`` is empty), for a step that
+    works from cached arrays.
+    """
     check_config(cfg)
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +185,8 @@ def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple
         image_root=image_root,
         allow_outside_root=cfg.data.allow_outside_root,
     )
+    if site is not None:
+        manifest = only_site(manifest, site)
     if run.has("splits.csv"):
         splits = load_splits(run.verify("splits.csv"))
         check_leakage(manifest, splits)
@@ -183,15 +221,18 @@ def prepare_run(cfg: Config, out: Path, console: Console | None = None) -> tuple
             },
         )
     t0 = time.perf_counter()
-    with make_progress(console) as progress:
-        task = progress.add_task("reading images", total=len(manifest), info="")
-        images = load_image_stack(
-            [r.path for r in manifest.records],
-            cfg.data.spatial_size,
-            cfg.data.channels,
-            on_progress=lambda k: progress.advance(task, k),
-        )
-    _log(console, f"read {len(manifest)} images in {time.perf_counter() - t0:.1f} s")
+    if load_images:
+        with make_progress(console) as progress:
+            task = progress.add_task("reading images", total=len(manifest), info="")
+            images = load_image_stack(
+                [r.path for r in manifest.records],
+                cfg.data.spatial_size,
+                cfg.data.channels,
+                on_progress=lambda k: progress.advance(task, k),
+            )
+        _log(console, f"read {len(manifest)} images in {time.perf_counter() - t0:.1f} s")
+    else:
+        images = np.zeros((0, cfg.data.channels, *cfg.data.spatial_size), dtype=np.float32)
     data = RunData(
         manifest=manifest,
         splits=splits,

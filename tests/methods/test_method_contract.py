@@ -29,7 +29,12 @@ def loaded(
     synthetic_2d: Path, tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., Config]
 ) -> LoadedRun:
     out = tmp_path_factory.mktemp("methods") / "run"
-    cfg = tiny_config(synthetic_2d, fusion={"epochs": 10, "hidden": 8, "finetune_epochs": 1})
+    cfg = tiny_config(
+        synthetic_2d,
+        fusion={"epochs": 10, "hidden": 8, "finetune_epochs": 1},
+        baselines={"fedavg": True},
+        federated={"fedavg_rounds": 2},
+    )
     train_run(cfg, out)
     return LoadedRun(out)
 
@@ -52,7 +57,7 @@ def test_a_method_refuses_to_predict_before_it_is_loaded(loaded: LoadedRun, pred
     needs_state = [
         m
         for m in configured_methods(loaded.cfg, loaded.expert_sites)
-        if m.name in ("fusion", "random_features", "pooled", "weight_average", "stacking")
+        if m.name in ("fusion", "random_features", "pooled", "fedavg", "weight_average", "stacking")
     ]
     for method in needs_state:
         with pytest.raises(ArtifactError, match="not fitted or loaded"):
@@ -75,6 +80,7 @@ def _batch(loaded: LoadedRun) -> object:
         "fusion_attention",
         "random_features",
         "pooled",
+        "fedavg",
         "local:site_b",
         "output_average",
         "weight_average",
@@ -111,7 +117,7 @@ def test_masks_are_honoured(loaded: LoadedRun, preds: object) -> None:
 
 def test_asking_for_an_unknown_method_names_the_ones_there(loaded: LoadedRun) -> None:
     x = np.zeros((1, 1, 24, 24), np.float32)
-    with pytest.raises(ArtifactError, match="no method fusoin; it has pooled, fusion"):
+    with pytest.raises(ArtifactError, match="no method fusoin; it has pooled, fedavg, fusion"):
         loaded.predict(x, [None], methods=["fusoin"])
 
 

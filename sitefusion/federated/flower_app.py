@@ -1,0 +1,190 @@
+"""The Flower apps: a ServerApp that runs the coordinator, a ClientApp that runs a site's phase.
+
+Both are thin: the ServerApp reads its config path and output folder from the run config
+(``flwr run ... --run-config 'config="..." out="..."'``) and runs
+:func:`~sitefusion.federated.coordinator.federate` with a :class:`FlowerTransport` over Flower's
+grid; the ClientApp reads its site's :class:`~sitefusion.federated.site.SiteSetup` from the
+SuperNode's ``--node-config`` and answers one message with
+:func:`~sitefusion.federated.site.handle`. A :class:`~sitefusion.federated.payload.Payload`
+travels as one ``RecordDict``: ``meta`` (a ``ConfigRecord`` holding its JSON), ``tensors`` and
+``files`` (``ArrayRecord``\\ s; a file is its bytes as a ``uint8`` array).
+
+Flower starts a fresh ClientApp process per message, so each phase is one message per site, and
+replies arrive in any order: the coordinator keys them by site and sums in site order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from rich.console import Console
+
+from sitefusion.config import load_config
+from sitefusion.federated.coordinator import FederationError, SiteFailure, federate
+from sitefusion.federated.payload import Payload
+from sitefusion.federated.site import SiteSetup, handle
+
+__all__ = ["FlowerTransport", "client_app", "decode", "encode", "server_app"]
+
+_TYPES = {"hello": "query", "prepare": "query", "evaluate": "evaluate"}  # the rest: "train"
+_HELLO_TIMEOUT = 120.0
+
+
+def encode(payload: Payload) -> RecordDict:
+    """A :class:`Payload` as a Flower ``RecordDict``."""
+    content = RecordDict()
+    content["meta"] = ConfigRecord({"json": json.dumps(payload.meta)})
+    if payload.tensors:
+        content["tensors"] = ArrayRecord(
+            torch_state_dict={k: v.detach().cpu().contiguous() for k, v in payload.tensors.items()}
+        )
+    if payload.files:
+        content["files"] = ArrayRecord(
+            torch_state_dict={
+                k: torch.frombuffer(bytearray(v), dtype=torch.uint8)
+                if v
+                else torch.zeros(0, dtype=torch.uint8)
+                for k, v in payload.files.items()
+            }
+        )
+    return content
+
+
+def decode(content: RecordDict) -> Payload:
+    """The :class:`Payload` of a ``RecordDict`` made by :func:`encode`."""
+    meta = json.loads(str(content["meta"]["json"]))  # type: ignore[index]
+    tensors: dict[str, torch.Tensor] = {}
+    files: dict[str, bytes] = {}
+    if "tensors" in content:
+        tensors = dict(content["tensors"].to_torch_state_dict())  # type: ignore[union-attr]
+    if "files" in content:
+        files = {
+            k: v.numpy().tobytes()
+            for k, v in content["files"].to_torch_state_dict().items()  # type: ignore[union-attr]
+        }
+    return Payload(meta, tensors, files)
+
+
+class FlowerTransport:
+    """The coordinator's :class:`~sitefusion.federated.coordinator.Transport` over Flower's grid.
+
+    Nodes are anonymous to the SuperLink; a ``hello`` message asks each new node its site. A
+    SuperNode that restarts comes back as a new node and is asked again.
+    """
+
+    def __init__(self, grid: Grid, console: Console | None = None) -> None:
+        self.grid = grid
+        self.console = console
+        self.site_of: dict[int, str] = {}
+
+    def _say(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message)
+
+    def _message(self, node: int, payload: Payload) -> Message:
+        phase = str(payload.meta.get("phase", ""))
+        return Message(encode(payload), dst_node_id=node, message_type=_TYPES.get(phase, "train"))
+
+    def _refresh(self) -> None:
+        """Ask every node not yet known which site it is; forget nodes that are gone."""
+        nodes = set(self.grid.get_node_ids())
+        for gone in set(self.site_of) - nodes:
+            self._say(f"  node of site {self.site_of.pop(gone)} left the federation")
+        new = sorted(nodes - set(self.site_of))
+        if not new:
+            return
+        hello = [self._message(n, Payload({"phase": "hello"})) for n in new]
+        for reply in self.grid.send_and_receive(hello, timeout=_HELLO_TIMEOUT):
+            if reply.has_error():
+                continue
+            name = str(decode(reply.content).meta.get("site"))
+            self.site_of[reply.metadata.src_node_id] = name
+            self._say(f"  site {name} connected")
+
+    def _node(self, site: str) -> int | None:
+        # The newest node of a site wins (a restarted SuperNode replaces its old node).
+        nodes = [n for n, s in self.site_of.items() if s == site]
+        return nodes[-1] if nodes else None
+
+    def connect(self, min_sites: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._refresh()
+            sites = sorted(set(self.site_of.values()))
+            if len(sites) >= min_sites or time.monotonic() >= deadline:
+                return sites
+            time.sleep(1.0)
+
+    def ask(
+        self, payloads: Mapping[str, Payload], timeout: float
+    ) -> dict[str, Payload | SiteFailure]:
+        deadline = time.monotonic() + timeout
+        self._refresh()
+        replies: dict[str, Payload | SiteFailure] = {}
+        messages, site_of_node = [], {}
+        for site, payload in payloads.items():
+            node = self._node(site)
+            if node is None:
+                replies[site] = SiteFailure("not connected")
+                continue
+            site_of_node[node] = site
+            messages.append(self._message(node, payload))
+        if messages:
+            remaining = max(1.0, deadline - time.monotonic())
+            for reply in self.grid.send_and_receive(messages, timeout=remaining):
+                sender = site_of_node.get(reply.metadata.src_node_id)
+                if sender is None:
+                    continue
+                if reply.has_error():
+                    replies[sender] = SiteFailure(str(reply.error.reason))
+                else:
+                    replies[sender] = decode(reply.content)
+        for site in payloads:
+            replies.setdefault(site, SiteFailure(f"no reply within {timeout:.0f} s"))
+        return replies
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _server_main(grid: Grid, context: Context) -> None:
+    console = Console(force_terminal=False, width=110)
+    config = str(context.run_config.get("config", ""))
+    out = str(context.run_config.get("out", ""))
+    if not config or not out:
+        raise FederationError("the run config needs 'config' (a YAML path) and 'out' (a folder)")
+    cfg = load_config(Path(config))
+    federate(cfg, out, FlowerTransport(grid, console), console=console)
+    console.print(f"federated run finished: {out}")
+
+
+client_app = ClientApp()
+
+
+def _answer(message: Message, context: Context) -> Message:
+    setup = SiteSetup.from_node_config(context.node_config)
+    reply = handle(setup, decode(message.content))
+    return Message(encode(reply), reply_to=message)
+
+
+@client_app.query()
+def _query(message: Message, context: Context) -> Message:
+    return _answer(message, context)
+
+
+@client_app.train()
+def _train(message: Message, context: Context) -> Message:
+    return _answer(message, context)
+
+
+@client_app.evaluate()
+def _evaluate(message: Message, context: Context) -> Message:
+    return _answer(message, context)

@@ -1,0 +1,398 @@
+"""A site's side of the federation: everything it does with its own data, one phase per message.
+
+A site is set up by its operator (``sitefusion site``), not by the coordinator: its name, its
+manifest and image root, and a work folder, all local paths that never leave the site
+(:class:`SiteSetup`). Each message from the coordinator names a phase; :func:`handle` runs it
+with the existing single-site code on the site's rows only and returns what may travel:
+
+``hello``
+    the site's name (the coordinator learns which node is which site only by asking).
+``prepare``
+    the site's run directory in ``<workdir>/<run id>``: its rows of the manifest (other sites'
+    rows are dropped before any image is read), the split by group with the leakage check, and
+    its normalizer fitted on its training split. Reply: the normalizer's JSON and the class
+    counts per split.
+``expert``
+    the expert trained from the coordinator's shared initial weights. Reply: its weights and
+    its training curve (per-epoch losses and validation balanced accuracy).
+``head_setup``
+    every expert's features of the site's fusion-split images (and, with ``cross_fit``, of its
+    expert-training images with its own expert masked out) cached at the site. Reply: the count,
+    sum and sum of squares of the head's inputs and the class counts of those rows.
+``head_round`` / ``fedavg_round``
+    a few local epochs of the fusion head (on the cached features) or of the FedAvg network (on
+    the site's normalized training images) from the global weights. Reply: the new weights, the
+    number of examples and the loss.
+``evaluate``
+    the finished run directory, sent by the coordinator, predicts every method on the site's
+    test split. Reply: per-image class probabilities and labels, keyed by group codes that are
+    drawn at random for this reply (the coordinator cannot map them back to lesions or
+    patients), never image ids.
+
+Nothing else travels: no image, no image id or group id, no feature vector of an image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sitefusion.config import Config, config_from_dict
+from sitefusion.errors import ConfigError, SiteFusionError
+from sitefusion.experts import build_expert
+from sitefusion.federated.payload import Payload
+from sitefusion.fusion import FusionClassifier
+from sitefusion.methods import LoadedRun
+from sitefusion.rundir import RunDir
+from sitefusion.training.context import RowInfo, RunData, select_head_rows
+from sitefusion.training.features import ExpertFeatures, load_feature_cache
+from sitefusion.training.federated import (
+    feature_moments,
+    local_head_update,
+    local_network_update,
+)
+from sitefusion.training.stages import (
+    cache_features,
+    fit_normalizers,
+    network_inputs,
+    set_threads,
+    train_expert,
+)
+from sitefusion.workflows import predict_manifest, prepare_run
+
+__all__ = ["PHASES", "SiteSetup", "handle"]
+
+PHASES = ("hello", "prepare", "expert", "head_setup", "head_round", "fedavg_round", "evaluate")
+"""The phases a site answers, in the order the coordinator runs them."""
+
+_RUN_ID = re.compile(r"^[0-9a-f]{6,64}$")
+
+
+@dataclass(frozen=True)
+class SiteSetup:
+    """A site's own settings (``--node-config`` of its SuperNode): local paths only.
+
+    ``manifest``: a CSV with the config's columns (only this site's rows are used; in a real
+    deployment it holds nothing else); ``root``: the folder image paths are relative to
+    (default: the manifest's folder); ``workdir``: where the site keeps its run directories.
+    """
+
+    site: str
+    manifest: Path
+    root: Path
+    workdir: Path
+
+    @classmethod
+    def from_node_config(cls, config: Mapping[str, Any]) -> SiteSetup:
+        """Read ``site``, ``manifest``, ``workdir`` and optional ``root`` from a node config.
+
+        Raises:
+            ConfigError: a key is missing or empty, or the manifest is not a file.
+        """
+        values = {}
+        for key in ("site", "manifest", "workdir"):
+            value = config.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(
+                    f"site node config: {key!r} is {value!r}; start the site with "
+                    "sitefusion site --site NAME --manifest CSV --workdir DIR"
+                )
+            values[key] = value
+        manifest = Path(values["manifest"]).expanduser().resolve()
+        if not manifest.is_file():
+            raise ConfigError(f"{manifest}: the site's manifest is not a file")
+        root = config.get("root") or str(manifest.parent)
+        return cls(
+            site=values["site"],
+            manifest=manifest,
+            root=Path(str(root)).expanduser().resolve(),
+            workdir=Path(values["workdir"]).expanduser().resolve(),
+        )
+
+    def node_config(self) -> str:
+        """This setup as a Flower ``--node-config`` string."""
+
+        def q(value: object) -> str:
+            return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        return (
+            f"site={q(self.site)} manifest={q(self.manifest)} root={q(self.root)} "
+            f"workdir={q(self.workdir)}"
+        )
+
+
+def _site_config(setup: SiteSetup, meta: Mapping[str, Any]) -> Config:
+    """The coordinator's config with this site's own data paths."""
+    raw = meta.get("config")
+    if not isinstance(raw, Mapping):
+        raise ConfigError("coordinator message: no 'config' mapping")
+    cfg = config_from_dict(dict(raw), "<coordinator config>")
+    if cfg.data.source != "csv":
+        raise ConfigError(
+            f"federated sites read their own CSV manifest; the config's data.source is "
+            f"{cfg.data.source!r}"
+        )
+    data = dataclasses.replace(cfg.data, root=str(setup.root), manifest=str(setup.manifest))
+    return dataclasses.replace(cfg, data=data)
+
+
+def _run_dir(setup: SiteSetup, meta: Mapping[str, Any]) -> Path:
+    run_id = str(meta.get("run_id", ""))
+    if not _RUN_ID.match(run_id):
+        raise ConfigError(f"coordinator message: run_id {run_id!r} is not a hexadecimal run id")
+    return setup.workdir / run_id
+
+
+@dataclass
+class _SiteState:
+    cfg: Config
+    run: RunDir
+    data: RunData
+    sites: list[str]
+
+
+def _state(setup: SiteSetup, meta: Mapping[str, Any], *, images: bool = True) -> _SiteState:
+    cfg = _site_config(setup, meta)
+    set_threads(cfg)
+    run, data = prepare_run(cfg, _run_dir(setup, meta), site=setup.site, load_images=images)
+    sites = [str(s) for s in meta.get("sites", [setup.site])]
+    return _SiteState(cfg, run, data, sites)
+
+
+def _experts_hash(payload: Payload, sites: list[str]) -> str:
+    digest = hashlib.sha256()
+    for site in sites:
+        for key, tensor in sorted(payload.prefixed(site).items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _head_cache(st: _SiteState, tag: str) -> tuple[ExpertFeatures, Any]:
+    """The cached features of the experts ``tag`` and the fusion's rows among them."""
+    rel = f"federation/features-{tag}.safetensors"
+    if not st.run.has(rel):
+        raise SiteFusionError(
+            f"{st.run.root}: no cached features for experts {tag}; the coordinator must run "
+            "the head_setup phase first"
+        )
+    feats = load_feature_cache(st.run, rel)
+    info = {
+        r.id: RowInfo(r.site, int(label), r.group, st.data.splits[r.id])
+        for r, label in zip(st.data.manifest.records, st.data.labels, strict=True)
+    }
+    rows = select_head_rows(feats.ids, info, st.sites, bool(st.cfg.fusion.cross_fit))
+    return feats, rows
+
+
+def _head(meta: Mapping[str, Any]) -> FusionClassifier:
+    c = meta["head_config"]
+    return FusionClassifier(
+        c["mode"],
+        c["num_experts"],
+        c["feature_dim"],
+        c["num_classes"],
+        use_local_logits=c["use_local_logits"],
+        hidden=c["hidden"],
+        dropout=c["dropout"],
+    )
+
+
+def _class_counts(labels: np.ndarray, k: int) -> list[int]:
+    return np.bincount(labels, minlength=k).astype(int).tolist()
+
+
+def _prepare(setup: SiteSetup, payload: Payload) -> Payload:
+    st = _state(setup, payload.meta)
+    fit_normalizers(st.cfg, st.run, st.data)
+    k = len(st.data.manifest.classes)
+    counts = {
+        split: _class_counts(st.data.labels[st.data.rows(split)], k)
+        for split in ("train", "val", "fusion", "test")
+    }
+    normalizer = st.run.verify(f"normalizers/{setup.site}.json").read_text(encoding="utf-8")
+    return Payload(meta={"site": setup.site, "counts": counts, "normalizer": normalizer})
+
+
+def _expert(setup: SiteSetup, payload: Payload) -> Payload:
+    st = _state(setup, payload.meta)
+    bank = fit_normalizers(st.cfg, st.run, st.data)
+    if not st.run.has("experts/init.safetensors"):
+        st.run.write_tensors("experts/init.safetensors", payload.prefixed("init"))
+    train_expert(st.cfg, st.run, st.data, bank, setup.site)
+    summary = st.run.read_json(f"experts/{setup.site}.json")
+    return Payload(
+        meta={
+            "site": setup.site,
+            "n_train": summary["n_train"],
+            "n_val": summary["n_val"],
+            "best_epoch": summary["best_epoch"],
+            "history": summary["history"],
+            "seconds": summary["seconds"],
+        },
+        tensors=st.run.read_tensors(f"experts/{setup.site}.safetensors"),
+    )
+
+
+def _head_setup(setup: SiteSetup, payload: Payload) -> Payload:
+    st = _state(setup, payload.meta)
+    bank = fit_normalizers(st.cfg, st.run, st.data)
+    tag = _experts_hash(payload, st.sites)
+    rel = f"federation/features-{tag}.safetensors"
+    if not st.run.has(rel):
+        k = len(st.data.manifest.classes)
+        experts = []
+        for site in st.sites:
+            expert = build_expert(st.cfg, k)
+            expert.load_state_dict(payload.prefixed(site))
+            experts.append(expert.eval())
+        cache_features(st.cfg, st.run, st.data, bank, rel, experts)
+    feats, rows = _head_cache(st, tag)
+    head = _head(payload.meta)
+    moments = feature_moments(head, feats.features[rows.positions], feats.logits[rows.positions])
+    k = int(payload.meta["head_config"]["num_classes"])
+    counts = torch.tensor(_class_counts(rows.labels, k), dtype=torch.float64)
+    return Payload(
+        meta={
+            "site": setup.site,
+            "experts": tag,
+            "n_fusion": rows.n_fusion,
+            "n_cross_fit": rows.n_cross_fit,
+        },
+        tensors={**{f"moments.{k}": v for k, v in moments.items()}, "class_counts": counts},
+    )
+
+
+def _head_round(setup: SiteSetup, payload: Payload) -> Payload:
+    st = _state(setup, payload.meta, images=False)
+    feats, rows = _head_cache(st, str(payload.meta["experts"]))
+    head = _head(payload.meta)
+    head.load_state_dict(payload.prefixed("head"))
+    update = local_head_update(
+        head,
+        feats.features[rows.positions],
+        feats.logits[rows.positions],
+        rows.labels,
+        rows.presence,
+        cfg=st.cfg.fusion,
+        num_classes=int(payload.meta["head_config"]["num_classes"]),
+        epochs=int(payload.meta["epochs"]),
+        lr=float(payload.meta["lr"]),
+        seed=int(payload.meta["seed"]),
+        mu=float(payload.meta.get("mu", 0.0)),
+        class_weight=payload.tensors["class_weight"].float(),
+    )
+    return Payload(
+        meta={"site": setup.site, "examples": update.examples, "loss": update.loss},
+        tensors=update.state,
+    )
+
+
+def _fedavg_round(setup: SiteSetup, payload: Payload) -> Payload:
+    rel = "federation/fedavg_inputs.safetensors"
+    st = _state(setup, payload.meta, images=False)
+    if not st.run.has(rel):  # the first round: the site's normalized images, cached at the site
+        st = _state(setup, payload.meta)
+    k = len(st.data.manifest.classes)
+    model = build_expert(st.cfg, k)
+    model.load_state_dict(st.run.read_tensors("experts/init.safetensors"))
+    part = model.trainable_part()
+    part.load_state_dict(payload.prefixed("network"))
+    if not st.run.has(rel):
+        bank = fit_normalizers(st.cfg, st.run, st.data)
+        rows = st.data.rows("train")
+        x = network_inputs(st.cfg, st.run, bank, st.data, rows)
+        st.run.write_tensors(
+            rel, {"x": torch.from_numpy(x), "y": torch.from_numpy(st.data.labels[rows])}
+        )
+    cached = st.run.read_tensors(rel)
+    update = local_network_update(
+        part,
+        cached["x"].numpy(),
+        cached["y"].numpy(),
+        cfg=st.cfg.training,
+        num_classes=k,
+        epochs=int(payload.meta["epochs"]),
+        lr=float(payload.meta["lr"]),
+        seed=int(payload.meta["seed"]),
+        mu=float(payload.meta.get("mu", 0.0)),
+        feature_maps=model.frozen_trunk,
+    )
+    return Payload(
+        meta={"site": setup.site, "examples": update.examples, "loss": update.loss},
+        tensors=update.state,
+    )
+
+
+def _evaluate(setup: SiteSetup, payload: Payload) -> Payload:
+    st = _state(setup, payload.meta)
+    final = RunDir(st.run.root / "federation" / "final")
+    for rel, content in sorted(payload.files.items()):
+        if rel.startswith(("/", "..")) or ".." in Path(rel).parts:
+            raise SiteFusionError(f"coordinator message: file name {rel!r} leaves the run folder")
+        final.write_bytes(rel, content)
+    final.set_info(**dict(payload.meta.get("info", {})))
+    loaded = LoadedRun(final.root)
+    test_ids = [r.id for r in st.data.manifest.records if st.data.splits[r.id] == "test"]
+    if not test_ids:
+        return Payload(meta={"site": setup.site, "methods": [], "groups": []})
+    pset, _ = predict_manifest(loaded, st.data.manifest.subset(test_ids))
+    # Group codes drawn afresh for this reply: the coordinator can tell which predictions share
+    # a lesion or patient (the bootstrap needs that), not which lesion or patient it is.
+    unique = sorted(set(pset.group.tolist()))
+    codes = [f"{setup.site}-{i:05d}" for i in range(len(unique))]
+    order = list(range(len(unique)))
+    secrets.SystemRandom().shuffle(order)
+    code_of = {g: codes[order[i]] for i, g in enumerate(unique)}
+    tensors = {"labels": torch.from_numpy(pset.labels.astype(np.int64))}
+    for name, probs in pset.probs.items():
+        tensors[f"probs.{name}"] = torch.from_numpy(np.asarray(probs, dtype=np.float32))
+    for name, weights in pset.attention.items():
+        tensors[f"attention.{name}"] = torch.from_numpy(np.asarray(weights, dtype=np.float32))
+    return Payload(
+        meta={
+            "site": setup.site,
+            "methods": list(pset.probs),
+            "groups": [code_of[g] for g in pset.group.tolist()],
+        },
+        tensors=tensors,
+    )
+
+
+_HANDLERS = {
+    "prepare": _prepare,
+    "expert": _expert,
+    "head_setup": _head_setup,
+    "head_round": _head_round,
+    "fedavg_round": _fedavg_round,
+    "evaluate": _evaluate,
+}
+
+
+def handle(setup: SiteSetup, payload: Payload) -> Payload:
+    """Run the phase ``payload.meta["phase"]`` at this site and return its reply.
+
+    Raises:
+        ConfigError: an unknown phase or a malformed message.
+        SiteFusionError: the site's own data or work folder has a problem (the message names it).
+    """
+    phase = payload.meta.get("phase")
+    if phase == "hello":
+        return Payload(meta={"site": setup.site})
+    handler = _HANDLERS.get(str(phase))
+    if handler is None:
+        raise ConfigError(
+            f"coordinator message: unknown phase {phase!r}; valid: {', '.join(PHASES)}"
+        )
+    reply = handler(setup, payload)
+    reply.meta["phase"] = phase
+    return reply
