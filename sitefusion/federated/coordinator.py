@@ -235,6 +235,8 @@ class _Coordinator:
                     self.log.say(f"  [yellow]{phase}: site {site} failed: {reply.reason}[/]")
             if failures and any("Error" in r for r in failures.values()):
                 break  # a site's own error does not go away by asking again
+            if failures:  # a site that is away: give it a moment to come back before asking
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         if failures:
             detail = "; ".join(f"{s}: {r}" for s, r in sorted(failures.items()))
             raise FederationError(

@@ -211,6 +211,12 @@ def _class_counts(labels: np.ndarray, k: int) -> list[int]:
     return np.bincount(labels, minlength=k).astype(int).tolist()
 
 
+def _round_seed(st: _SiteState, meta: Mapping[str, Any], site: str) -> int:
+    """The round's seed plus the site's position: the seeds of the in-process FedAvg
+    (:func:`~sitefusion.methods.fedavg.fedavg_round_seed`)."""
+    return int(meta["seed"]) + st.sites.index(site)
+
+
 def _prepare(setup: SiteSetup, payload: Payload) -> Payload:
     st = _state(setup, payload.meta)
     fit_normalizers(st.cfg, st.run, st.data)
@@ -287,7 +293,7 @@ def _head_round(setup: SiteSetup, payload: Payload) -> Payload:
         num_classes=int(payload.meta["head_config"]["num_classes"]),
         epochs=int(payload.meta["epochs"]),
         lr=float(payload.meta["lr"]),
-        seed=int(payload.meta["seed"]),
+        seed=_round_seed(st, payload.meta, setup.site),
         mu=float(payload.meta.get("mu", 0.0)),
         class_weight=payload.tensors["class_weight"].float(),
     )
@@ -323,7 +329,7 @@ def _fedavg_round(setup: SiteSetup, payload: Payload) -> Payload:
         num_classes=k,
         epochs=int(payload.meta["epochs"]),
         lr=float(payload.meta["lr"]),
-        seed=int(payload.meta["seed"]),
+        seed=_round_seed(st, payload.meta, setup.site),
         mu=float(payload.meta.get("mu", 0.0)),
         feature_maps=model.frozen_trunk,
     )
