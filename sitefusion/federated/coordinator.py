@@ -20,12 +20,14 @@ the head and of FedAvg are checkpointed after every round):
 4. ``head_setup``: every expert goes to every site, which caches the features of its own fusion
    rows; aggregates of them come back (the head's standardisation statistics).
 5. ``head_round`` x ``federated.head_rounds``: federated averaging of the fusion head.
-6. ``fedavg_round`` x ``federated.fedavg_rounds``: the FedAvg baseline.
-7. weight average of the experts, then ``evaluate``: every method on every site's test split.
+6. ``ood_threshold``: the scorer's out-of-distribution reference (mean and covariance from the
+   sites' aggregates, threshold from their histograms of distances).
+7. ``fedavg_round`` x ``federated.fedavg_rounds``: the FedAvg baseline.
+8. weight average of the experts, then ``evaluate``: every method on every site's test split.
 
-A phase that needs every site (2, 3, 4, 7) asks the missing ones again until
+A phase that needs every site (2, 3, 4, 6, 8) asks the missing ones again until
 ``federated.round_timeout`` has passed, then stops with an error naming them (rerun the same
-command to resume). A round (5, 6) waits ``federated.round_timeout`` once and averages over the
+command to resume). A round (5, 7) waits ``federated.round_timeout`` once and averages over the
 sites that replied, if at least ``federated.min_sites`` did; the log names the ones left out.
 """
 
@@ -60,6 +62,7 @@ from sitefusion.normalization import NormalizerBank
 from sitefusion.normalization.registry import normalizer_class
 from sitefusion.reporting import write_report
 from sitefusion.rundir import RunDir
+from sitefusion.scoring.ood import OOD_REFERENCE, MahalanobisOOD
 from sitefusion.training.federated import LocalUpdate, combine_moments, federated_average
 from sitefusion.training.loop import class_weights
 from sitefusion.training.schedules import cosine
@@ -423,6 +426,13 @@ class _Coordinator:
                     f"head_setup: the sites hold different experts ({sorted(tags)})"
                 )
             tag = tags.pop()
+            self.run.write_tensors(
+                "federation/ood_moments.safetensors",
+                {
+                    key: torch.stack([replies[s].tensors[f"ood.{key}"] for s in self.sites]).sum(0)
+                    for key in ("count", "sum", "outer")
+                },
+            )
             mean, std = combine_moments([replies[s].prefixed("moments") for s in self.sites])
             head.mean.copy_(mean)
             head.std.copy_(std)
@@ -497,6 +507,46 @@ class _Coordinator:
         self.run.write_tensors("fusion/fusion.safetensors", head.state_dict())
         self.log.say(
             f"fusion head: {rounds} rounds over {len(self.sites)} sites, {n_fusion} fusion-split + {n_cross} cross-fitted rows"
+        )
+
+    def ood(self) -> None:
+        """The scorer's out-of-distribution reference from the sites' aggregates: mean and
+        covariance of the experts' mean feature over every fusion-split image, then the
+        threshold from the sites' histograms of their images' distances."""
+        if self.run.has(OOD_REFERENCE):
+            return
+        moments = self.run.read_tensors("federation/ood_moments.safetensors")
+        tag = self.run.read_json("federation/head.checkpoint.json")["experts"]
+        quantile = self.cfg.scoring.ood_quantile
+        ood = MahalanobisOOD(quantile).fit_moments(
+            float(moments["count"].item()), moments["sum"].numpy(), moments["outer"].numpy()
+        )
+        dim = len(ood.mean_)
+        edges = np.linspace(0.0, 50.0 * np.sqrt(dim), 8193)
+        reference = {
+            f"ood.{k}": torch.from_numpy(np.asarray(v, np.float64))
+            for k, v in {
+                "mean": ood.mean_,
+                "scale": ood.scale_,
+                "precision": ood.precision_,
+                "threshold": np.array([0.0]),
+                "count": np.array([0.0]),
+            }.items()
+        }
+        replies = self.ask_all(
+            "ood_threshold",
+            lambda s: Payload(
+                self._meta("ood_threshold", experts=tag),
+                {**reference, "edges": torch.from_numpy(edges)},
+            ),
+        )
+        counts = torch.stack([replies[s].tensors["counts"] for s in self.sites]).sum(0).numpy()
+        ood.set_threshold(edges, counts)
+        self.run.write_tensors(
+            OOD_REFERENCE, {k: torch.from_numpy(np.asarray(v)) for k, v in ood.state().items()}
+        )
+        self.log.say(
+            f"OOD reference: {int(counts.sum())} fusion-split images, threshold {ood.threshold_:.2f}"
         )
 
     def fedavg(self) -> None:
@@ -659,6 +709,7 @@ def federate(
         ("prepare", co.prepare),
         ("experts", co.experts),
         ("fusion_head", co.head),
+        ("ood_reference", co.ood),
         ("fedavg", co.fedavg),
         ("weight_average", co.weight_average),
     ]

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 
 from sitefusion.config import load_config
+from sitefusion.errors import SiteFusionError
 from sitefusion.federated.coordinator import FederationError, SiteFailure, federate
 from sitefusion.federated.payload import Payload
 from sitefusion.federated.site import SiteSetup, handle
@@ -92,8 +93,9 @@ class FlowerTransport:
         phase = str(payload.meta.get("phase", ""))
         return Message(encode(payload), dst_node_id=node, message_type=_TYPES.get(phase, "train"))
 
-    def _refresh(self) -> None:
-        """Ask every node not yet known which site it is; forget nodes that are gone."""
+    def _refresh(self, timeout: float = _HELLO_TIMEOUT) -> None:
+        """Ask every node not yet known which site it is (waiting at most ``timeout`` seconds);
+        forget nodes that are gone."""
         nodes = set(self.grid.get_node_ids())
         for gone in set(self.site_of) - nodes:
             self._say(f"  node of site {self.site_of.pop(gone)} left the federation")
@@ -101,7 +103,7 @@ class FlowerTransport:
         if not new:
             return
         hello = [self._message(n, Payload({"phase": "hello"})) for n in new]
-        for reply in self.grid.send_and_receive(hello, timeout=_HELLO_TIMEOUT):
+        for reply in self.grid.send_and_receive(hello, timeout=max(1.0, timeout)):
             if reply.has_error():
                 continue
             name = str(decode(reply.content).meta.get("site"))
@@ -116,7 +118,7 @@ class FlowerTransport:
     def connect(self, min_sites: int, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
         while True:
-            self._refresh()
+            self._refresh(min(_HELLO_TIMEOUT, deadline - time.monotonic()))
             sites = sorted(set(self.site_of.values()))
             if len(sites) >= min_sites or time.monotonic() >= deadline:
                 return sites
@@ -126,7 +128,7 @@ class FlowerTransport:
         self, payloads: Mapping[str, Payload], timeout: float
     ) -> dict[str, Payload | SiteFailure]:
         deadline = time.monotonic() + timeout
-        self._refresh()
+        self._refresh(min(_HELLO_TIMEOUT, timeout / 2))
         replies: dict[str, Payload | SiteFailure] = {}
         messages, site_of_node = [], {}
         for site, payload in payloads.items():
@@ -161,8 +163,13 @@ def _server_main(grid: Grid, context: Context) -> None:
     out = str(context.run_config.get("out", ""))
     if not config or not out:
         raise FederationError("the run config needs 'config' (a YAML path) and 'out' (a folder)")
-    cfg = load_config(Path(config))
-    federate(cfg, out, FlowerTransport(grid, console), console=console)
+    try:
+        cfg = load_config(Path(config))
+        federate(cfg, out, FlowerTransport(grid, console), console=console)
+    except SiteFusionError as err:
+        # Said in the log the operator watches; raising marks Flower's run as failed.
+        console.print(f"federated run failed: {err}", highlight=False, soft_wrap=True)
+        raise
     console.print(f"federated run finished: {out}")
 
 

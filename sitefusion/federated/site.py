@@ -18,7 +18,12 @@ with the existing single-site code on the site's rows only and returns what may 
 ``head_setup``
     every expert's features of the site's fusion-split images (and, with ``cross_fit``, of its
     expert-training images with its own expert masked out) cached at the site. Reply: the count,
-    sum and sum of squares of the head's inputs and the class counts of those rows.
+    sum and sum of squares of the head's inputs and the class counts of those rows, and the
+    count, sum and sum of outer products of the experts' mean feature over the fusion-split
+    images (the scorer's out-of-distribution reference); never over fewer than
+    :data:`MIN_AGGREGATE` images.
+``ood_threshold``
+    a histogram of the site's fusion-split distances to that reference (its threshold).
 ``head_round`` / ``fedavg_round``
     a few local epochs of the fusion head (on the cached features) or of the FedAvg network (on
     the site's normalized training images) from the global weights. Reply: the new weights, the
@@ -53,6 +58,7 @@ from sitefusion.federated.payload import Payload
 from sitefusion.fusion import FusionClassifier
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
+from sitefusion.scoring.ood import MahalanobisOOD
 from sitefusion.training.context import RowInfo, RunData, select_head_rows
 from sitefusion.training.features import ExpertFeatures, load_feature_cache
 from sitefusion.training.federated import (
@@ -71,7 +77,19 @@ from sitefusion.workflows import predict_manifest, prepare_run
 
 __all__ = ["PHASES", "SiteSetup", "handle"]
 
-PHASES = ("hello", "prepare", "expert", "head_setup", "head_round", "fedavg_round", "evaluate")
+PHASES = (
+    "hello",
+    "prepare",
+    "expert",
+    "head_setup",
+    "head_round",
+    "ood_threshold",
+    "fedavg_round",
+    "evaluate",
+)
+
+MIN_AGGREGATE = 10
+"""Fewest images a site sums over before it sends an aggregate of them."""
 """The phases a site answers, in the order the coordinator runs them."""
 
 _RUN_ID = re.compile(r"^[0-9a-f]{6,64}$")
@@ -263,6 +281,17 @@ def _head_setup(setup: SiteSetup, payload: Payload) -> Payload:
             experts.append(expert.eval())
         cache_features(st.cfg, st.run, st.data, bank, rel, experts)
     feats, rows = _head_cache(st, tag)
+    fusion_rows = np.array([st.data.splits[i] == "fusion" for i in feats.ids])
+    for what, n in (
+        ("fusion rows", len(rows.positions)),
+        ("fusion-split images", int(fusion_rows.sum())),
+    ):
+        if n < MIN_AGGREGATE:
+            raise SiteFusionError(
+                f"site {setup.site}: {n} {what}; aggregates of fewer than {MIN_AGGREGATE} images "
+                "are not sent (they would describe single images)"
+            )
+    pooled = feats.features[fusion_rows].astype(np.float64).mean(1)  # [N, D]: the OOD reference
     head = _head(payload.meta)
     moments = feature_moments(head, feats.features[rows.positions], feats.logits[rows.positions])
     k = int(payload.meta["head_config"]["num_classes"])
@@ -274,7 +303,29 @@ def _head_setup(setup: SiteSetup, payload: Payload) -> Payload:
             "n_fusion": rows.n_fusion,
             "n_cross_fit": rows.n_cross_fit,
         },
-        tensors={**{f"moments.{k}": v for k, v in moments.items()}, "class_counts": counts},
+        tensors={
+            **{f"moments.{k}": v for k, v in moments.items()},
+            "class_counts": counts,
+            "ood.count": torch.tensor([float(len(pooled))], dtype=torch.float64),
+            "ood.sum": torch.from_numpy(pooled.sum(0)),
+            "ood.outer": torch.from_numpy(pooled.T @ pooled),
+        },
+    )
+
+
+def _ood_threshold(setup: SiteSetup, payload: Payload) -> Payload:
+    """A histogram of the Mahalanobis distances of the site's fusion-split images to the
+    federation's OOD reference (counts per bin, never a distance of one image)."""
+    st = _state(setup, payload.meta, images=False)
+    feats, _ = _head_cache(st, str(payload.meta["experts"]))
+    fusion_rows = np.array([st.data.splits[i] == "fusion" for i in feats.ids])
+    state = {k: v.numpy() for k, v in payload.prefixed("ood").items()}
+    ood = MahalanobisOOD.from_state(state, 0.99)
+    edges = payload.tensors["edges"].numpy()
+    scores = np.clip(ood.score(feats.features[fusion_rows]), edges[0], edges[-1])
+    counts, _ = np.histogram(scores, bins=edges)
+    return Payload(
+        meta={"site": setup.site}, tensors={"counts": torch.from_numpy(counts.astype(np.float64))}
     )
 
 
@@ -380,6 +431,7 @@ _HANDLERS = {
     "head_setup": _head_setup,
     "head_round": _head_round,
     "fedavg_round": _fedavg_round,
+    "ood_threshold": _ood_threshold,
     "evaluate": _evaluate,
 }
 

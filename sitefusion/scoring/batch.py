@@ -61,7 +61,7 @@ from sitefusion.methods import LoadedRun
 from sitefusion.rundir.environment import package_version
 from sitefusion.scoring.discovery import ScoreItem, discover_items, valid_uid
 from sitefusion.scoring.explain import GradCamExplainer
-from sitefusion.scoring.ood import MahalanobisOOD, fusion_split_features
+from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.redaction import Redactor
 from sitefusion.scoring.site_resolution import (
@@ -276,7 +276,7 @@ def score_inputs(
     check_site_flag(site, run.expert_sites)
     site_map = run.cfg.scoring.site_map
     check_site_map(site_map)
-    ood = MahalanobisOOD(run.cfg.scoring.ood_quantile).fit(fusion_split_features(run))
+    ood = run_ood(run, run.cfg.scoring.ood_quantile)
     size = int(batch_size or run.cfg.scoring.batch_size)
     if size < 1:
         raise SiteFusionError(f"batch_size is {size}; expected a positive integer")

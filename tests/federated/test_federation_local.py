@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -25,7 +26,8 @@ from sitefusion.rundir import RunDir
 pytestmark = pytest.mark.slow
 
 AGGREGATES = re.compile(
-    r"^(moments\.(count|sum|sum_sq)|class_counts|class_weight|labels|probs\.[\w:]+|attention\.\w+)$"
+    r"^(moments\.(count|sum|sum_sq)|class_counts|class_weight|labels|probs\.[\w:]+|attention\.\w+"
+    r"|ood\.(count|sum|outer|mean|scale|precision|threshold)|edges|counts)$"
 )
 
 
@@ -247,3 +249,46 @@ def test_fedavg_simulated_in_one_process_matches_its_federated_rounds(
     assert fed.keys() == central.keys()
     for key in fed:
         torch.testing.assert_close(fed[key], central[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_score_and_evaluate_work_on_a_federated_run_unchanged(
+    federated_cfg: Config, site_setups: list[SiteSetup], tmp_path: Path, synthetic_2d: Path
+) -> None:
+    from sitefusion.scoring import score_inputs
+    from sitefusion.scoring.ood import OOD_REFERENCE, MahalanobisOOD
+    from sitefusion.workflows import evaluate_run
+
+    out = tmp_path / "run"
+    federate(federated_cfg, out, LocalTransport(site_setups), evaluate=False)
+    images = sorted((synthetic_2d.parent / "images" / "site_a").glob("*.png"))[:4]
+    summary = score_inputs(out, [str(p) for p in images], tmp_path / "scores", site="site_a")
+    assert summary.scored == 4
+    metrics = evaluate_run(out, tmp_path / "eval", manifest=synthetic_2d)
+    assert "fedavg" in metrics["methods"]
+    assert "overlap not checked" in metrics["run"]["overlap_with_training"]["note"]
+    # The OOD reference from the sites' aggregates equals what the rows themselves give.
+    stored = MahalanobisOOD.from_state(
+        {k: v.numpy() for k, v in RunDir(out).read_tensors(OOD_REFERENCE).items()}, 0.99
+    )
+    rows = []
+    for setup in site_setups:
+        run = RunDir(setup.workdir / RunDir(out).read_manifest()["run_id"])
+        from sitefusion.data import load_splits
+        from sitefusion.training.features import load_feature_cache
+
+        rel = next(
+            r
+            for r in run.read_manifest()["artifacts"]
+            if r.startswith("federation/features-") and r.endswith(".safetensors")
+        )
+        cache = load_feature_cache(run, rel)
+        split = load_splits(run.root / "splits.csv")
+        rows.append(cache.features[[split[i] == "fusion" for i in cache.ids]].mean(1))
+    x = np.concatenate(rows).astype(np.float64)
+    np.testing.assert_allclose(stored.mean_, x.mean(0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(stored.scale_, x.std(0), rtol=1e-5, atol=1e-8)
+    # Its threshold is the 0.99 quantile of those rows' distances, to a histogram bin.
+    scores = stored.score(x)
+    bin_width = 50.0 * np.sqrt(x.shape[1]) / 8192
+    assert np.quantile(scores, 0.99) - bin_width <= stored.threshold_
+    assert stored.threshold_ <= scores.max() + 2 * bin_width
