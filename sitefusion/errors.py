@@ -12,6 +12,7 @@ from collections.abc import Iterable
 __all__ = [
     "ArtifactError",
     "ConfigError",
+    "FederationError",
     "ImageReadError",
     "ManifestError",
     "MissingDependencyError",
@@ -88,3 +89,7 @@ class ArtifactError(SiteFusionError, OSError):
 
 class OutputFolderError(SiteFusionError, OSError):
     """An output folder cannot be written: it is a file, lies under a file, is read-only or full."""
+
+
+class FederationError(SiteFusionError):
+    """A federated run cannot go on: sites missing past a deadline, a site's own error."""

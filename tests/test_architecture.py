@@ -17,9 +17,8 @@ LAYERS: list[set[str]] = [
     {"io", "normalization", "experts", "fusion", "evaluation"},
     {"data", "rundir", "training"},
     {"methods"},
-    {"reporting", "scoring"},
+    {"reporting", "scoring", "federated"},
     {"workflows"},
-    {"federated"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}

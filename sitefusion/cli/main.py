@@ -304,7 +304,6 @@ def federate_cmd(
     """
     import json  # lazy: keeps --help fast
 
-    from sitefusion.federated import federated_config  # lazy: keeps --help fast
     from sitefusion.federated.deploy import (  # lazy: keeps --help fast
         TlsFiles,
         flower_env,
@@ -315,7 +314,10 @@ def federate_cmd(
         write_connection,
     )
     from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
-    from sitefusion.workflows import check_config  # lazy: keeps --help fast
+    from sitefusion.workflows import (
+        check_config,  # lazy: keeps --help fast
+        federated_config,  # lazy: keeps --help fast
+    )
 
     link = None
     try:

@@ -1,34 +1,19 @@
-"""Federated sitefusion on Flower: experts and fusion trained where the data lives.
+"""Federation plumbing below the workflows: what travels and how it travels.
 
-- :mod:`~sitefusion.federated.site`: what a site does with its own data, one phase per message;
-- :mod:`~sitefusion.federated.coordinator`: the phases and rounds, deadlines, and the run
-  directory the coordinator writes (it holds no data path);
 - :mod:`~sitefusion.federated.payload`: what a message carries, and the audit log of them;
-- :mod:`~sitefusion.federated.flower_app`: the Flower ServerApp and ClientApp around the two;
+- :mod:`~sitefusion.federated.setup`: a site's own settings (local paths that never travel);
+- :mod:`~sitefusion.federated.transport`: how a coordinator reaches the sites (protocol);
+- :mod:`~sitefusion.federated.flower`: payloads as Flower messages, the transport over Flower's
+  grid (needs ``flwr``; imported on its own);
 - :mod:`~sitefusion.federated.deploy`: SuperLink / SuperNode processes and ``flwr run``.
+
+What the sites and the coordinator *do* is a workflow: :mod:`sitefusion.workflows.federate`
+(the coordinator), :mod:`sitefusion.workflows.federated_site` (a site's phases) and
+:mod:`sitefusion.workflows.flower_apps` (the ServerApp and ClientApp).
 """
 
-from sitefusion.federated.coordinator import (
-    FederationError,
-    LocalTransport,
-    SiteFailure,
-    Transport,
-    federate,
-    federated_config,
-)
 from sitefusion.federated.payload import Payload, describe_payload
-from sitefusion.federated.site import PHASES, SiteSetup, handle
+from sitefusion.federated.setup import SiteSetup
+from sitefusion.federated.transport import SiteFailure, Transport
 
-__all__ = [
-    "PHASES",
-    "FederationError",
-    "LocalTransport",
-    "Payload",
-    "SiteFailure",
-    "SiteSetup",
-    "Transport",
-    "describe_payload",
-    "federate",
-    "federated_config",
-    "handle",
-]
+__all__ = ["Payload", "SiteFailure", "SiteSetup", "Transport", "describe_payload"]

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sitefusion.errors import ConfigError, MissingDependencyError, SiteFusionError
-from sitefusion.federated.site import SiteSetup
+from sitefusion.federated.setup import SiteSetup
 
 __all__ = [
     "FlowerProcess",
@@ -201,11 +201,11 @@ def write_app(folder: Path) -> Path:
     )
     (package / "__init__.py").write_text('"""sitefusion\'s Flower app."""\n', encoding="utf-8")
     (package / "server.py").write_text(
-        "from sitefusion.federated.flower_app import server_app as app\n\n__all__ = ['app']\n",
+        "from sitefusion.workflows.flower_apps import server_app as app\n\n__all__ = ['app']\n",
         encoding="utf-8",
     )
     (package / "client.py").write_text(
-        "from sitefusion.federated.flower_app import client_app as app\n\n__all__ = ['app']\n",
+        "from sitefusion.workflows.flower_apps import client_app as app\n\n__all__ = ['app']\n",
         encoding="utf-8",
     )
     return folder

@@ -12,16 +12,11 @@ import pytest
 from PIL import Image
 
 from sitefusion.config import Config
-from sitefusion.federated import (
-    FederationError,
-    LocalTransport,
-    Payload,
-    SiteFailure,
-    SiteSetup,
-    federate,
-)
+from sitefusion.errors import FederationError
+from sitefusion.federated import Payload, SiteFailure, SiteSetup
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
+from sitefusion.workflows import LocalTransport, federate
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +98,7 @@ def test_messages_carry_no_image_id_or_feature_of_an_image(
     # The audit log names no image id or group id; the replies themselves neither.
     assert not any(i in raw for i in ids) and not any(g in raw for g in groups)
     site = site_setups[0]
-    from sitefusion.federated import handle
+    from sitefusion.workflows import handle
 
     reply = handle(
         site,
@@ -167,7 +162,7 @@ def test_a_site_lost_in_a_round_is_left_out_and_named(
         federated_cfg, federated=dataclasses.replace(federated_cfg.federated, round_timeout=2.0)
     )
     with pytest.raises(
-        FederationError, match=r"phase evaluate: 1 site\(s\) did not complete \(site_b"
+        FederationError, match=r"phase ood_threshold: 1 site\(s\) did not complete \(site_b"
     ):
         federate(cfg, out, transport, console=console)
     text = console.export_text()

@@ -1,16 +1,11 @@
-"""The Flower apps: a ServerApp that runs the coordinator, a ClientApp that runs a site's phase.
+"""Payloads as Flower messages, and the coordinator's transport over Flower's grid.
 
-Both are thin: the ServerApp reads its config path and output folder from the run config
-(``flwr run ... --run-config 'config="..." out="..."'``) and runs
-:func:`~sitefusion.federated.coordinator.federate` with a :class:`FlowerTransport` over Flower's
-grid; the ClientApp reads its site's :class:`~sitefusion.federated.site.SiteSetup` from the
-SuperNode's ``--node-config`` and answers one message with
-:func:`~sitefusion.federated.site.handle`. A :class:`~sitefusion.federated.payload.Payload`
-travels as one ``RecordDict``: ``meta`` (a ``ConfigRecord`` holding its JSON), ``tensors`` and
-``files`` (``ArrayRecord``\\ s; a file is its bytes as a ``uint8`` array).
-
-Flower starts a fresh ClientApp process per message, so each phase is one message per site, and
-replies arrive in any order: the coordinator keys them by site and sums in site order.
+A :class:`~sitefusion.federated.payload.Payload` travels as one ``RecordDict``: ``meta`` (a
+``ConfigRecord`` holding its JSON), ``tensors`` and ``files`` (``ArrayRecord``\\ s; a file is its
+bytes as a ``uint8`` array). The ServerApp and ClientApp that use them are in
+:mod:`sitefusion.workflows.flower_apps`. Flower starts a fresh ClientApp process per message,
+so each phase is one message per site, and replies arrive in any order: the coordinator keys
+them by site and sums in site order.
 """
 
 from __future__ import annotations
@@ -18,21 +13,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
 from rich.console import Console
 
-from sitefusion.config import load_config
-from sitefusion.errors import SiteFusionError
-from sitefusion.federated.coordinator import FederationError, SiteFailure, federate
 from sitefusion.federated.payload import Payload
-from sitefusion.federated.site import SiteSetup, handle
+from sitefusion.federated.transport import SiteFailure
 
-__all__ = ["FlowerTransport", "client_app", "decode", "encode", "server_app"]
+__all__ = ["FlowerTransport", "decode", "encode"]
 
 _TYPES = {"hello": "query", "prepare": "query", "evaluate": "evaluate"}  # the rest: "train"
 _HELLO_TIMEOUT = 120.0
@@ -74,7 +64,7 @@ def decode(content: RecordDict) -> Payload:
 
 
 class FlowerTransport:
-    """The coordinator's :class:`~sitefusion.federated.coordinator.Transport` over Flower's grid.
+    """The coordinator's :class:`~sitefusion.federated.transport.Transport` over Flower's grid.
 
     Nodes are anonymous to the SuperLink; a ``hello`` message asks each new node its site. A
     SuperNode that restarts comes back as a new node and is asked again.
@@ -151,47 +141,3 @@ class FlowerTransport:
         for site in payloads:
             replies.setdefault(site, SiteFailure(f"no reply within {timeout:.0f} s"))
         return replies
-
-
-server_app = ServerApp()
-
-
-@server_app.main()
-def _server_main(grid: Grid, context: Context) -> None:
-    console = Console(force_terminal=False, width=110)
-    config = str(context.run_config.get("config", ""))
-    out = str(context.run_config.get("out", ""))
-    if not config or not out:
-        raise FederationError("the run config needs 'config' (a YAML path) and 'out' (a folder)")
-    try:
-        cfg = load_config(Path(config))
-        federate(cfg, out, FlowerTransport(grid, console), console=console)
-    except SiteFusionError as err:
-        # Said in the log the operator watches; raising marks Flower's run as failed.
-        console.print(f"federated run failed: {err}", highlight=False, soft_wrap=True)
-        raise
-    console.print(f"federated run finished: {out}")
-
-
-client_app = ClientApp()
-
-
-def _answer(message: Message, context: Context) -> Message:
-    setup = SiteSetup.from_node_config(context.node_config)
-    reply = handle(setup, decode(message.content))
-    return Message(encode(reply), reply_to=message)
-
-
-@client_app.query()
-def _query(message: Message, context: Context) -> Message:
-    return _answer(message, context)
-
-
-@client_app.train()
-def _train(message: Message, context: Context) -> Message:
-    return _answer(message, context)
-
-
-@client_app.evaluate()
-def _evaluate(message: Message, context: Context) -> Message:
-    return _answer(message, context)

@@ -2,7 +2,7 @@
 
 A site is set up by its operator (``sitefusion site``), not by the coordinator: its name, its
 manifest and image root, and a work folder, all local paths that never leave the site
-(:class:`SiteSetup`). Each message from the coordinator names a phase; :func:`handle` runs it
+(:class:`~sitefusion.federated.setup.SiteSetup`). Each message from the coordinator names a phase; :func:`handle` runs it
 with the existing single-site code on the site's rows only and returns what may travel:
 
 ``hello``
@@ -55,6 +55,7 @@ from sitefusion.config import Config, config_from_dict
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.experts import build_expert
 from sitefusion.federated.payload import Payload
+from sitefusion.federated.setup import SiteSetup
 from sitefusion.fusion import FusionClassifier
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
@@ -73,9 +74,10 @@ from sitefusion.training.stages import (
     set_threads,
     train_expert,
 )
-from sitefusion.workflows import predict_manifest, prepare_run
+from sitefusion.workflows.evaluate import predict_manifest
+from sitefusion.workflows.train import prepare_run
 
-__all__ = ["PHASES", "SiteSetup", "handle"]
+__all__ = ["MIN_AGGREGATE", "PHASES", "handle"]
 
 PHASES = (
     "hello",
@@ -93,59 +95,6 @@ MIN_AGGREGATE = 10
 """The phases a site answers, in the order the coordinator runs them."""
 
 _RUN_ID = re.compile(r"^[0-9a-f]{6,64}$")
-
-
-@dataclass(frozen=True)
-class SiteSetup:
-    """A site's own settings (``--node-config`` of its SuperNode): local paths only.
-
-    ``manifest``: a CSV with the config's columns (only this site's rows are used; in a real
-    deployment it holds nothing else); ``root``: the folder image paths are relative to
-    (default: the manifest's folder); ``workdir``: where the site keeps its run directories.
-    """
-
-    site: str
-    manifest: Path
-    root: Path
-    workdir: Path
-
-    @classmethod
-    def from_node_config(cls, config: Mapping[str, Any]) -> SiteSetup:
-        """Read ``site``, ``manifest``, ``workdir`` and optional ``root`` from a node config.
-
-        Raises:
-            ConfigError: a key is missing or empty, or the manifest is not a file.
-        """
-        values = {}
-        for key in ("site", "manifest", "workdir"):
-            value = config.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(
-                    f"site node config: {key!r} is {value!r}; start the site with "
-                    "sitefusion site --site NAME --manifest CSV --workdir DIR"
-                )
-            values[key] = value
-        manifest = Path(values["manifest"]).expanduser().resolve()
-        if not manifest.is_file():
-            raise ConfigError(f"{manifest}: the site's manifest is not a file")
-        root = config.get("root") or str(manifest.parent)
-        return cls(
-            site=values["site"],
-            manifest=manifest,
-            root=Path(str(root)).expanduser().resolve(),
-            workdir=Path(values["workdir"]).expanduser().resolve(),
-        )
-
-    def node_config(self) -> str:
-        """This setup as a Flower ``--node-config`` string."""
-
-        def q(value: object) -> str:
-            return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-        return (
-            f"site={q(self.site)} manifest={q(self.manifest)} root={q(self.root)} "
-            f"workdir={q(self.workdir)}"
-        )
 
 
 def _site_config(setup: SiteSetup, meta: Mapping[str, Any]) -> Config:

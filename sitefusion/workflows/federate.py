@@ -39,10 +39,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,11 +50,12 @@ from rich.console import Console
 
 from sitefusion.atomic import atomic_write
 from sitefusion.config import Config, config_from_dict, config_to_dict, parse_yaml
-from sitefusion.errors import ConfigError, SiteFusionError
+from sitefusion.errors import ConfigError, FederationError, SiteFusionError
 from sitefusion.evaluation import PredictionSet, evaluate_predictions
 from sitefusion.experts import average_state_dicts, build_expert
 from sitefusion.federated.payload import Payload, describe_payload
-from sitefusion.federated.site import SiteSetup, handle
+from sitefusion.federated.setup import SiteSetup
+from sitefusion.federated.transport import SiteFailure, Transport
 from sitefusion.fusion import FusionClassifier
 from sitefusion.methods.fedavg import FEDAVG_STEM, fedavg_round_lr, fedavg_round_seed
 from sitefusion.normalization import NormalizerBank
@@ -67,47 +67,17 @@ from sitefusion.training.federated import LocalUpdate, combine_moments, federate
 from sitefusion.training.loop import class_weights
 from sitefusion.training.schedules import cosine
 from sitefusion.training.stages import initial_state
-from sitefusion.workflows import check_config
+from sitefusion.workflows.federated_site import handle
+from sitefusion.workflows.train import check_config
 
-__all__ = [
-    "FederationError",
-    "LocalTransport",
-    "SiteFailure",
-    "Transport",
-    "federate",
-    "federated_config",
-]
-
-
-class FederationError(SiteFusionError):
-    """The federation cannot go on (sites missing past a deadline, a site's error)."""
-
-
-@dataclass(frozen=True)
-class SiteFailure:
-    """A site that did not answer: ``reason`` is its error message or ``"no reply within N s"``."""
-
-    reason: str
-
-
-class Transport(Protocol):
-    """How the coordinator reaches the sites."""
-
-    def connect(self, min_sites: int, timeout: float) -> list[str]:
-        """Wait until at least ``min_sites`` sites are connected (or ``timeout`` seconds) and
-        return the connected sites' names."""
-
-    def ask(
-        self, payloads: Mapping[str, Payload], timeout: float
-    ) -> dict[str, Payload | SiteFailure]:
-        """Send one payload to each named site and wait up to ``timeout`` seconds for replies."""
+__all__ = ["LocalTransport", "federate", "federated_config"]
 
 
 class LocalTransport:
     """The sites as function calls in this process (tests, research, the single-process mode).
 
     The sites still only see their own :class:`SiteSetup` and the payloads; only what
-    :func:`~sitefusion.federated.site.handle` returns comes back.
+    :func:`~sitefusion.workflows.federated_site.handle` returns comes back.
     """
 
     def __init__(self, setups: Sequence[SiteSetup]) -> None:
