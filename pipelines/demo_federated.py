@@ -17,7 +17,6 @@ A rerun with the same ``--out`` resumes the federated run from its run directory
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -27,28 +26,13 @@ import yaml
 from rich.console import Console
 
 from sitefusion.config import config_to_dict, load_config
+from sitefusion.data import split_manifest_by_site
 from sitefusion.data.synthetic import generate_synthetic_dataset
 from sitefusion.federated import SiteSetup
 from sitefusion.federated.deploy import LocalFederation
 from sitefusion.reporting import render_markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def site_manifests(manifest: Path, folder: Path) -> dict[str, Path]:
-    """One manifest per site with only its rows (what a hospital would hold)."""
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    out: dict[str, Path] = {}
-    for site in sorted({r["site"] for r in rows}):
-        path = folder / site / "manifest.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(r for r in rows if r["site"] == site)
-        out[site] = path
-    return out
 
 
 def main() -> None:
@@ -79,7 +63,7 @@ def main() -> None:
         )
     setups = [
         SiteSetup(site, path, data, out / "sites" / site / "work")
-        for site, path in site_manifests(manifest, out / "sites").items()
+        for site, path in split_manifest_by_site(manifest, out / "sites").items()
     ]
     # The coordinator's config: the resolved YAML it is started with (no data is read from it).
     request = out / "federate.yaml"

@@ -1,7 +1,7 @@
 """Data layer: manifests, group-wise splits, image stacks and synthetic multi-site sets."""
 
 from sitefusion.data.images import conform, load_image_stack
-from sitefusion.data.manifest import Manifest, Record, load_manifest
+from sitefusion.data.manifest import Manifest, Record, load_manifest, split_manifest_by_site
 from sitefusion.data.splits import (
     SPLIT_NAMES,
     LeakageError,
@@ -31,5 +31,6 @@ __all__ = [
     "make_synthetic_arrays",
     "save_splits",
     "split_ids",
+    "split_manifest_by_site",
     "splits_csv",
 ]

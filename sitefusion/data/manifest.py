@@ -19,7 +19,7 @@ from sitefusion.config import DataConfig
 from sitefusion.errors import ManifestError, did_you_mean
 from sitefusion.io import not_a_file
 
-__all__ = ["Manifest", "Record", "load_manifest"]
+__all__ = ["Manifest", "Record", "load_manifest", "split_manifest_by_site"]
 
 _MAX_REPORTED = 8
 
@@ -223,3 +223,34 @@ def _inside(path: Path, real_root: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def split_manifest_by_site(
+    manifest: str | os.PathLike[str], folder: str | os.PathLike[str], *, site_column: str = "site"
+) -> dict[str, Path]:
+    """Write one CSV per site holding only that site's rows: ``<folder>/<site>/manifest.csv``.
+
+    What each hospital of a federation holds (the federated demo and tests build their sites
+    from one generated set this way). Columns and row order are kept; image paths stay as
+    written, so the sites share the original image root.
+
+    Raises:
+        ManifestError: the CSV is empty or has no ``site_column``.
+    """
+    source = Path(manifest)
+    with source.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
+    if not rows or site_column not in fields:
+        raise ManifestError(f"{source}: no rows, or no column {site_column!r} to split by")
+    out: dict[str, Path] = {}
+    for site in sorted({r[site_column] for r in rows}):
+        path = Path(folder) / site / "manifest.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if r[site_column] == site)
+        out[site] = path
+    return out

@@ -135,3 +135,18 @@ def test_a_fifo_in_a_manifest_is_reported_as_what_it_is(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "root" / "pipe.png")
     with pytest.raises(ManifestError, match=r"not a regular file \(a FIFO \(named pipe\)\)"):
         load_manifest(manifest, PLAIN)
+
+
+def test_split_manifest_by_site_gives_each_site_only_its_rows(tmp_path: Path) -> None:
+    from sitefusion.data import split_manifest_by_site
+
+    src = tmp_path / "m.csv"
+    src.write_text("image_id,site,label\na1,A,x\nb1,B,y\na2,A,y\n", encoding="utf-8")
+    out = split_manifest_by_site(src, tmp_path / "sites")
+    assert sorted(out) == ["A", "B"]
+    assert out["A"].read_text(encoding="utf-8").splitlines() == [
+        "image_id,site,label",
+        "a1,A,x",
+        "a2,A,y",
+    ]
+    assert out["B"].read_text(encoding="utf-8").splitlines() == ["image_id,site,label", "b1,B,y"]

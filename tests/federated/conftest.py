@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sitefusion.config import Config
+from sitefusion.data import split_manifest_by_site
 from sitefusion.federated import SiteSetup
-
-
-def split_by_site(manifest: Path, folder: Path) -> dict[str, Path]:
-    """One manifest per site holding only that site's rows."""
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    out = {}
-    for site in sorted({r["site"] for r in rows}):
-        path = folder / site / "manifest.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(r for r in rows if r["site"] == site)
-        out[site] = path
-    return out
 
 
 @pytest.fixture
 def site_setups(synthetic_2d: Path, tmp_path: Path) -> list[SiteSetup]:
     """Each site's own manifest, the shared image root, and a work folder per site."""
-    manifests = split_by_site(synthetic_2d, tmp_path / "sites")
+    manifests = split_manifest_by_site(synthetic_2d, tmp_path / "sites")
     return [
         SiteSetup(site, path, synthetic_2d.parent, tmp_path / "sites" / site / "work")
         for site, path in manifests.items()
