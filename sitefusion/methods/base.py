@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch
 from scipy.special import softmax
 
 from sitefusion.config import Config
@@ -35,6 +36,7 @@ __all__ = [
     "Method",
     "MethodOutput",
     "OwnOutputs",
+    "SiteNormalizedNetwork",
     "concat_own",
     "load_network",
     "softmax_rows",
@@ -131,6 +133,40 @@ class Method(ABC):
 
     def _unfitted(self) -> ArtifactError:
         return ArtifactError(f"method {self.name!r} is not fitted or loaded; call fit or load")
+
+
+class SiteNormalizedNetwork(Method):
+    """A method that is one network of the experts' architecture on images normalized by their
+    own site's normalizer (one-shot weight averaging, FedAvg): ``ARTIFACT`` holds its weights."""
+
+    ARTIFACT: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.network_: SiteExpert | None = None
+
+    def is_trained(self, run: RunDir) -> bool:
+        return run.has(self.ARTIFACT)
+
+    def load(self, ctx: LoadContext) -> SiteNormalizedNetwork:
+        self.network_ = load_network(ctx, self.ARTIFACT)
+        return self
+
+    def forward(self, batch: ImageBatch) -> dict[str, np.ndarray]:
+        if self.network_ is None:
+            raise self._unfitted()
+        with torch.inference_mode():
+            x = torch.from_numpy(batch.normalized.astype(np.float32, copy=False))
+            return {"logits": self.network_(x).numpy()}
+
+    def predict(
+        self,
+        experts: ExpertFeatures,
+        own: OwnOutputs,
+        mask: np.ndarray | None = None,
+        *,
+        calibrated: bool = False,
+    ) -> MethodOutput:
+        return MethodOutput(softmax_rows(own["logits"]))
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:

@@ -17,22 +17,9 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import torch
-
-from sitefusion.experts import SiteExpert, build_expert
-from sitefusion.methods.base import (
-    ImageBatch,
-    LoadContext,
-    Method,
-    MethodOutput,
-    OwnOutputs,
-    load_network,
-    softmax_rows,
-)
-from sitefusion.rundir import RunDir
+from sitefusion.experts import build_expert
+from sitefusion.methods.base import SiteNormalizedNetwork
 from sitefusion.training.context import TrainContext
-from sitefusion.training.features import ExpertFeatures
 from sitefusion.training.federated import LocalUpdate, federated_average, local_network_update
 from sitefusion.training.schedules import cosine
 from sitefusion.training.stages import initial_state, network_inputs, set_threads
@@ -53,17 +40,12 @@ def fedavg_round_seed(seed: int, round_index: int, site_index: int) -> int:
     return seed * 100_003 + round_index * 64 + site_index
 
 
-class FedAvgMethod(Method):
+class FedAvgMethod(SiteNormalizedNetwork):
     """One network trained by FedAvg over the sites."""
 
     name = "fedavg"
     reads_features = False
-
-    def __init__(self) -> None:
-        self.network_: SiteExpert | None = None
-
-    def is_trained(self, run: RunDir) -> bool:
-        return run.has(f"{FEDAVG_STEM}.safetensors")
+    ARTIFACT = f"{FEDAVG_STEM}.safetensors"
 
     def fit(self, ctx: TrainContext) -> None:
         """Simulate the federated rounds in this process (each site on its own rows only)."""
@@ -118,24 +100,3 @@ class FedAvgMethod(Method):
             },
         )
         ctx.run.write_tensors(f"{FEDAVG_STEM}.safetensors", model.state_dict())
-
-    def load(self, ctx: LoadContext) -> FedAvgMethod:
-        self.network_ = load_network(ctx, f"{FEDAVG_STEM}.safetensors")
-        return self
-
-    def forward(self, batch: ImageBatch) -> dict[str, np.ndarray]:
-        if self.network_ is None:
-            raise self._unfitted()
-        with torch.inference_mode():
-            x = torch.from_numpy(batch.normalized.astype(np.float32, copy=False))
-            return {"logits": self.network_(x).numpy()}
-
-    def predict(
-        self,
-        experts: ExpertFeatures,
-        own: OwnOutputs,
-        mask: np.ndarray | None = None,
-        *,
-        calibrated: bool = False,
-    ) -> MethodOutput:
-        return MethodOutput(softmax_rows(own["logits"]))
