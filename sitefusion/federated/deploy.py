@@ -29,11 +29,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sitefusion.errors import ConfigError, MissingDependencyError, SiteFusionError
 from sitefusion.federated.setup import SiteSetup
@@ -354,6 +356,10 @@ def _run_status(flwr: str, connection: str, run_id: str, env: dict[str, str]) ->
     return status
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @dataclass
 class LocalFederation:
     """A SuperLink and one SuperNode per site on loopback ports: the demo's and the tests'.
@@ -367,11 +373,17 @@ class LocalFederation:
     processes: list[FlowerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._previous: Any = None
         self.home = self.folder / "flwr_home"
         self.env = flower_env(self.home)
         self.port = 0
 
     def __enter__(self) -> LocalFederation:
+        # SIGTERM (a killed demo, a CI timeout) exits through __exit__, so the processes it
+        # started are stopped rather than orphaned.
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self.start()
         except BaseException:
@@ -383,6 +395,8 @@ class LocalFederation:
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
     def start(self) -> None:
         self.port = free_port()
