@@ -26,8 +26,7 @@ import yaml
 from rich.console import Console
 
 from sitefusion.config import config_to_dict, load_config
-from sitefusion.data import split_manifest_by_site
-from sitefusion.data.synthetic import generate_synthetic_dataset
+from sitefusion.data import generate_from_config, split_manifest_by_site
 from sitefusion.federated import SiteSetup
 from sitefusion.federated.deploy import LocalFederation
 from sitefusion.reporting import render_markdown_table
@@ -47,20 +46,10 @@ def main() -> None:
     t0 = time.perf_counter()
     out = args.out.resolve()
     cfg = load_config(args.config, args.overrides)
-    s = cfg.data.synthetic
     data = out / "data"
     manifest = data / "manifest.csv"
     if not manifest.exists():
-        generate_synthetic_dataset(
-            data,
-            sites=s.sites,
-            images_per_site=s.images_per_site,
-            classes=s.classes,
-            dims=s.dims,
-            size=s.size,
-            channels=s.channels,
-            seed=s.seed,
-        )
+        generate_from_config(data, cfg.data.synthetic)
     setups = [
         SiteSetup(site, path, data, out / "sites" / site / "work")
         for site, path in split_manifest_by_site(manifest, out / "sites").items()

@@ -13,7 +13,11 @@ from sitefusion.data.splits import (
     split_ids,
     splits_csv,
 )
-from sitefusion.data.synthetic import generate_synthetic_dataset, make_synthetic_arrays
+from sitefusion.data.synthetic import (
+    generate_from_config,
+    generate_synthetic_dataset,
+    make_synthetic_arrays,
+)
 
 __all__ = [
     "SPLIT_NAMES",
@@ -22,6 +26,7 @@ __all__ = [
     "Record",
     "check_leakage",
     "conform",
+    "generate_from_config",
     "generate_synthetic_dataset",
     "load_image_stack",
     "load_manifest",

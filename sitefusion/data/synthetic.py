@@ -70,6 +70,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sitefusion.atomic import write_bytes_atomic
+from sitefusion.config import SyntheticConfig
 from sitefusion.errors import ConfigError
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "SiteAcquisition",
     "SyntheticArrays",
     "default_site_names",
+    "generate_from_config",
     "generate_synthetic_dataset",
     "make_synthetic_arrays",
     "site_acquisitions",
@@ -698,3 +700,17 @@ def generate_synthetic_dataset(
     manifest = out / MANIFEST_NAME
     write_bytes_atomic(manifest, text.getvalue().encode("utf-8"))
     return manifest
+
+
+def generate_from_config(out_dir: Path, cfg: SyntheticConfig) -> Path:
+    """:func:`generate_synthetic_dataset` with the settings of a config's ``data.synthetic``."""
+    return generate_synthetic_dataset(
+        out_dir,
+        sites=cfg.sites,
+        images_per_site=cfg.images_per_site,
+        classes=cfg.classes,
+        dims=cfg.dims,
+        size=cfg.size,
+        channels=cfg.channels,
+        seed=cfg.seed,
+    )

@@ -8,6 +8,7 @@ is :func:`sitefusion.training.fusion_head.fit_fusion`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -62,6 +63,23 @@ class FusionClassifier(nn.Module):
             "hidden": hidden,
             "dropout": dropout,
         }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FusionClassifier:
+        """An untrained head rebuilt from :attr:`config` (as recorded in ``fusion/<name>.json``).
+
+        Raises:
+            KeyError, TypeError: ``config`` lacks a field or has one of the wrong kind.
+        """
+        return cls(
+            config["mode"],
+            config["num_experts"],
+            config["feature_dim"],
+            config["num_classes"],
+            use_local_logits=config["use_local_logits"],
+            hidden=config["hidden"],
+            dropout=config["dropout"],
+        )
 
     def prepare(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Raw inputs ``[B, E, D]`` and ``[B, E, K]`` -> ``[B, E, D(+K)]`` before standardisation."""

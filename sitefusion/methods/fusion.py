@@ -260,16 +260,7 @@ class FusionMethod(Method):
         meta = ctx.run.read_json(f"fusion/{self.name}.json")
         source = ctx.run.root / "fusion" / f"{self.name}.json"
         try:
-            c = meta["config"]
-            head = FusionClassifier(
-                c["mode"],
-                c["num_experts"],
-                c["feature_dim"],
-                c["num_classes"],
-                use_local_logits=c["use_local_logits"],
-                hidden=c["hidden"],
-                dropout=c["dropout"],
-            )
+            head = FusionClassifier.from_config(meta["config"])
         except (KeyError, TypeError) as err:
             raise ArtifactError(f"{source}: field 'config' is malformed ({err!r})") from err
         head.load_state_dict(ctx.run.read_tensors(f"fusion/{self.name}.safetensors"))

@@ -162,16 +162,7 @@ def _head_cache(st: _SiteState, tag: str) -> tuple[ExpertFeatures, Any]:
 
 
 def _head(meta: Mapping[str, Any]) -> FusionClassifier:
-    c = meta["head_config"]
-    return FusionClassifier(
-        c["mode"],
-        c["num_experts"],
-        c["feature_dim"],
-        c["num_classes"],
-        use_local_logits=c["use_local_logits"],
-        hidden=c["hidden"],
-        dropout=c["dropout"],
-    )
+    return FusionClassifier.from_config(meta["head_config"])
 
 
 def _class_counts(labels: np.ndarray, k: int) -> list[int]:

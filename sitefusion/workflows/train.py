@@ -34,7 +34,7 @@ from sitefusion.config import Config, config_from_dict, config_to_dict, parse_ya
 from sitefusion.data import (
     Manifest,
     check_leakage,
-    generate_synthetic_dataset,
+    generate_from_config,
     load_image_stack,
     load_manifest,
     load_splits,
@@ -104,16 +104,7 @@ def resolve_data(cfg: Config, out: Path, *, generate: bool = True) -> tuple[Path
                 "with --manifest, or retrain the run"
             )
         if not manifest.exists():
-            generate_synthetic_dataset(
-                target,
-                sites=s.sites,
-                images_per_site=s.images_per_site,
-                classes=s.classes,
-                dims=s.dims,
-                size=s.size,
-                channels=s.channels,
-                seed=s.seed,
-            )
+            generate_from_config(target, s)
         return manifest, target
     root = cfg.data_root()
     if not root.is_dir():
