@@ -248,11 +248,20 @@ def site_cmd(
         Path | None,
         typer.Option("--root-certificates", help="CA certificate of the SuperLink (TLS)."),
     ] = None,
+    group_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--group-key",
+            help="The consortium's secret group key file (the same at every site): patients "
+            "or lesions held by two sites then get one split everywhere.",
+        ),
+    ] = None,
 ) -> None:
     """Start this site's Flower SuperNode: it trains and evaluates on this site's data only.
 
     Without --root-certificates the connection is plain text, which is only allowed to a
-    SuperLink on a loopback address.
+    SuperLink on a loopback address. Without --group-key, a patient or lesion held by two sites
+    is split at each independently.
     """
     import subprocess  # lazy: keeps --help fast
 
@@ -270,6 +279,7 @@ def site_cmd(
                 "manifest": str(manifest),
                 "workdir": str(workdir),
                 "root": str(root or ""),
+                "group_key": str(group_key or ""),
             }
         )
         tls = TlsFiles(root_certificates) if root_certificates is not None else None

@@ -27,6 +27,7 @@ __all__ = [
     "SPLIT_NAMES",
     "LeakageError",
     "check_leakage",
+    "group_splits",
     "load_split_table",
     "load_splits",
     "make_splits",
@@ -69,13 +70,17 @@ def _fold_assign(groups: list[str], labels: list[str], n_folds: int, seed: int) 
     return {groups[i]: k % n_folds for k, i in enumerate(order)}
 
 
-def make_splits(manifest: Manifest, cfg: SplitConfig) -> dict[str, str]:
-    """Assign every image id of ``manifest`` to one of :data:`SPLIT_NAMES`, by group.
+def group_splits(
+    manifest: Manifest, cfg: SplitConfig, *, exclude: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Assign every group of ``manifest`` but those in ``exclude`` to one of :data:`SPLIT_NAMES`.
 
     Groups are split per home site into ``test``, ``fusion`` and expert-training folds in the
     configured proportions; a ``val_fraction`` of each site's training groups becomes ``val``
-    (early stopping). The result is deterministic for a given manifest and ``cfg.seed``, and
-    :func:`check_leakage` is run on it before it is returned.
+    (early stopping). Deterministic for a given manifest, ``exclude`` and ``cfg.seed``.
+    ``exclude``: groups whose split another party decides (a federated site's groups that are
+    at home at another site); they take no part in the fold assignment, so the other groups get
+    the split they get when the whole manifest is split in one place.
     """
     group_sites: dict[str, Counter[str]] = defaultdict(Counter)
     group_label: dict[str, str] = {}
@@ -83,7 +88,9 @@ def make_splits(manifest: Manifest, cfg: SplitConfig) -> dict[str, str]:
         group_sites[r.group][r.site] += 1
         group_label.setdefault(r.group, r.label or "")
     home = {
-        g: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for g, c in group_sites.items()
+        g: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        for g, c in group_sites.items()
+        if g not in exclude
     }
 
     group_split: dict[str, str] = {}
@@ -115,7 +122,30 @@ def make_splits(manifest: Manifest, cfg: SplitConfig) -> dict[str, str]:
         )
         for g in train_groups:
             group_split[g] = "val" if vfolds[g] == 0 and len(train_groups) > 1 else "train"
+    return group_split
 
+
+def make_splits(
+    manifest: Manifest, cfg: SplitConfig, *, fixed: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Assign every image id of ``manifest`` to one of :data:`SPLIT_NAMES`, by group.
+
+    The groups' splits are :func:`group_splits`'s; ``fixed`` (group -> split) sets the split of
+    groups decided elsewhere (a federated site's groups at home at another site: the split
+    their home site gave them), which then take no part in the fold assignment. The result is
+    checked with :func:`check_leakage` before it is returned.
+
+    Raises:
+        ManifestError: a ``fixed`` split is not one of :data:`SPLIT_NAMES`.
+    """
+    fixed = dict(fixed or {})
+    bad = sorted({v for v in fixed.values() if v not in SPLIT_NAMES})
+    if bad:
+        raise ManifestError(
+            f"{manifest.source}: fixed group splits {bad} are not among {list(SPLIT_NAMES)}"
+        )
+    group_split = group_splits(manifest, cfg, exclude=frozenset(fixed))
+    group_split.update(fixed)
     assignment = {r.id: group_split[r.group] for r in manifest.records}
     check_leakage(manifest, assignment)
     return assignment

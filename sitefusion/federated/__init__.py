@@ -13,7 +13,14 @@ What the sites and the coordinator *do* is a workflow: :mod:`sitefusion.workflow
 """
 
 from sitefusion.federated.payload import Payload, describe_payload
-from sitefusion.federated.setup import SiteSetup
+from sitefusion.federated.setup import SiteSetup, write_group_key
 from sitefusion.federated.transport import SiteFailure, Transport
 
-__all__ = ["Payload", "SiteFailure", "SiteSetup", "Transport", "describe_payload"]
+__all__ = [
+    "Payload",
+    "SiteFailure",
+    "SiteSetup",
+    "Transport",
+    "describe_payload",
+    "write_group_key",
+]

@@ -14,8 +14,10 @@ the head and of FedAvg are checkpointed after every round):
 
 1. ``hello``: which node is which site (at least ``federated.min_sites`` within
    ``federated.node_timeout``).
-2. ``prepare``: each site splits its data and fits its normalizer; the normalizers and class
-   counts come back.
+2. ``groups`` (and ``home_splits`` where needed), then ``prepare``: the groups (patients,
+   lesions) that more than one site holds are found by keyed hashes and get one home site and
+   one split everywhere (:func:`reconcile_groups`); each site splits its data and fits its
+   normalizer; the normalizers and class counts come back.
 3. ``expert``: each site trains its expert from the shared initial weights.
 4. ``head_setup``: every expert goes to every site, which caches the features of its own fusion
    rows; aggregates of them come back (the head's standardisation statistics).
@@ -54,7 +56,7 @@ from sitefusion.errors import ConfigError, FederationError, SiteFusionError
 from sitefusion.evaluation import PredictionSet, evaluate_predictions
 from sitefusion.experts import average_state_dicts, build_expert
 from sitefusion.federated.payload import Payload, describe_payload
-from sitefusion.federated.setup import SiteSetup
+from sitefusion.federated.setup import GROUP_KEY_HELP, SiteSetup
 from sitefusion.federated.transport import SiteFailure, Transport
 from sitefusion.fusion import FusionClassifier
 from sitefusion.methods.fedavg import FEDAVG_STEM, fedavg_round_lr, fedavg_round_seed
@@ -70,7 +72,7 @@ from sitefusion.training.stages import initial_state
 from sitefusion.workflows.federated_site import handle
 from sitefusion.workflows.train import check_config
 
-__all__ = ["LocalTransport", "federate", "federated_config"]
+__all__ = ["LocalTransport", "federate", "federated_config", "reconcile_groups"]
 
 
 class LocalTransport:
@@ -187,13 +189,20 @@ class _Coordinator:
                 self.log.message(phase, site, "received", reply)
         return replies
 
-    def ask_all(self, phase: str, make: Callable[[str], Payload]) -> dict[str, Payload]:
-        """Every site's reply to ``phase``; missing sites are asked again until the deadline."""
+    def ask_all(
+        self,
+        phase: str,
+        make: Callable[[str], Payload],
+        only: Sequence[str] | None = None,
+    ) -> dict[str, Payload]:
+        """Every site's (or the sites ``only``'s) reply to ``phase``; missing sites are asked
+        again until the deadline."""
         deadline = time.monotonic() + self.fed.round_timeout
         done: dict[str, Payload] = {}
         failures: dict[str, str] = {}
+        asked = list(self.sites if only is None else only)
         while True:
-            todo = [s for s in self.sites if s not in done]
+            todo = [s for s in asked if s not in done]
             remaining = deadline - time.monotonic()
             if not todo or remaining <= 0:
                 break
@@ -269,10 +278,74 @@ class _Coordinator:
             self.run.write_json("federation/sites.json", self.sites)
         self.log.say(f"sites: {', '.join(self.sites)}")
 
+    def shared_groups(self) -> dict[str, dict[str, str]]:
+        """Per site, the splits of its groups that are at home at another site (by keyed hash);
+        empty where the sites hold no group key."""
+        replies = self.ask_all("groups", lambda s: Payload(self._meta("groups")))
+        checks = {s: replies[s].meta.get("key_check") for s in self.sites}
+        keyless = [s for s, c in checks.items() if c is None]
+        if len(keyless) == len(self.sites):
+            self.log.say(
+                "  [yellow]groups: the sites hold no group key, so a patient or lesion held by two "
+                "sites is split at each independently (it can be in training at one and in test "
+                f"at the other); {GROUP_KEY_HELP}[/]"
+            )
+            self.run.write_json("federation/groups.json", {"reconciled": False})
+            return {}
+        if keyless:
+            raise FederationError(
+                f"groups: site(s) {', '.join(keyless)} hold no group key while the others do; "
+                "start every site with the same --group-key file"
+            )
+        if len(set(checks.values())) > 1:
+            raise FederationError(
+                "groups: the sites hold different group keys (their key checks differ); start "
+                "every site with the same --group-key file"
+            )
+        held = {
+            s: dict(zip(replies[s].meta["tokens"], replies[s].meta["counts"], strict=True))
+            for s in self.sites
+        }
+        home, away = reconcile_groups(held)
+        shared = {t for t in home if sum(t in h for h in held.values()) > 1}
+        fixed: dict[str, dict[str, str]] = {s: {} for s in self.sites}
+        homes = sorted({home[t] for t in shared})
+        if homes:
+            split_replies = self.ask_all(
+                "home_splits",
+                lambda s: Payload(
+                    self._meta(
+                        "home_splits",
+                        home=sorted(t for t in shared if home[t] == s),
+                        away=sorted(away[s]),
+                    )
+                ),
+                only=homes,
+            )
+            split_of = {t: v for r in split_replies.values() for t, v in r.meta["splits"].items()}
+            for site in self.sites:
+                fixed[site] = {t: str(split_of[t]) for t in sorted(away[site])}
+        self.run.write_json(
+            "federation/groups.json",
+            {
+                "reconciled": True,
+                "shared_groups": len(shared),
+                "placed_by_home_site": {s: len(fixed[s]) for s in self.sites},
+            },
+        )
+        self.log.say(
+            f"groups: {len(shared)} group(s) held by more than one site, each split at its home "
+            "site"
+        )
+        return fixed
+
     def prepare(self) -> None:
         if self.run.has("schema.json"):
             return
-        replies = self.ask_all("prepare", lambda s: Payload(self._meta("prepare")))
+        fixed = self.shared_groups()
+        replies = self.ask_all(
+            "prepare", lambda s: Payload(self._meta("prepare", fixed=fixed.get(s, {})))
+        )
         counts = {s: replies[s].meta["counts"] for s in self.sites}
         kind = self.cfg.normalization.kind
         cls = normalizer_class(kind)
@@ -634,6 +707,24 @@ class _Coordinator:
         }
         write_report(metrics, pset, report)
         return metrics
+
+
+def reconcile_groups(
+    held: Mapping[str, Mapping[str, int]],
+) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Home sites of groups held by several sites, from ``{site: {group hash: images}}``.
+
+    A group's home is the site with most of its images, ties broken by site name: the rule of
+    :func:`~sitefusion.data.splits.group_splits` for a manifest split in one place. Returns
+    ``({hash: home site}, {site: hashes it holds that are at home elsewhere})``.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for site, groups in held.items():
+        for token, n in groups.items():
+            counts.setdefault(token, {})[site] = int(n)
+    home = {t: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for t, c in counts.items()}
+    away = {site: {t for t in groups if home[t] != site} for site, groups in held.items()}
+    return home, away
 
 
 def _write_config(run: RunDir, cfg: Config) -> None:

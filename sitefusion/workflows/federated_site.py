@@ -7,11 +7,21 @@ with the existing single-site code on the site's rows only and returns what may 
 
 ``hello``
     the site's name (the coordinator learns which node is which site only by asking).
+``groups``
+    with a group key (:class:`~sitefusion.federated.setup.SiteSetup`): one keyed hash (HMAC-SHA256
+    under the consortium's key, which the coordinator does not hold) per group of the site's rows,
+    with its number of images, and a check value of the key. The coordinator finds the groups
+    held by more than one site and gives each its *home site* (most images; ties by site name),
+    as a central split does. Without a key: nothing (groups are not reconciled).
+``home_splits``
+    (only sites that are home to a shared group) the split the site gives those groups. Reply:
+    hash -> split.
 ``prepare``
     the site's run directory in ``<workdir>/<run id>``: its rows of the manifest (other sites'
-    rows are dropped before any image is read), the split by group with the leakage check, and
-    its normalizer fitted on its training split. Reply: the normalizer's JSON and the class
-    counts per split.
+    rows are dropped before any image is read), the split by group with the leakage check (a
+    shared group at home elsewhere gets its home site's split, so the split equals the one of
+    the whole manifest in one place), and its normalizer fitted on its training split. Reply:
+    the normalizer's JSON and the class counts per split.
 ``expert``
     the expert trained from the coordinator's shared initial weights. Reply: its weights and
     its training curve (per-epoch losses and validation balanced accuracy).
@@ -34,13 +44,15 @@ with the existing single-site code on the site's rows only and returns what may 
     drawn at random for this reply (the coordinator cannot map them back to lesions or
     patients), never image ids.
 
-Nothing else travels: no image, no image id or group id, no feature vector of an image.
+Nothing else travels: no image, no image id or group id (only keyed hashes of group ids, which
+the coordinator cannot reverse without the key), no feature vector of an image.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Mapping
@@ -52,6 +64,7 @@ import numpy as np
 import torch
 
 from sitefusion.config import Config, config_from_dict
+from sitefusion.data import group_splits, load_manifest
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.experts import build_expert
 from sitefusion.federated.payload import Payload
@@ -75,12 +88,14 @@ from sitefusion.training.stages import (
     train_expert,
 )
 from sitefusion.workflows.evaluate import predict_manifest
-from sitefusion.workflows.train import prepare_run
+from sitefusion.workflows.train import only_site, prepare_run, resolve_data
 
 __all__ = ["MIN_AGGREGATE", "PHASES", "handle"]
 
 PHASES = (
     "hello",
+    "groups",
+    "home_splits",
     "prepare",
     "expert",
     "head_setup",
@@ -127,12 +142,94 @@ class _SiteState:
     sites: list[str]
 
 
-def _state(setup: SiteSetup, meta: Mapping[str, Any], *, images: bool = True) -> _SiteState:
+def _state(
+    setup: SiteSetup,
+    meta: Mapping[str, Any],
+    *,
+    images: bool = True,
+    fixed_splits: Mapping[str, str] | None = None,
+) -> _SiteState:
+    """The site's run directory and data. Only the ``prepare`` phase (``fixed_splits`` given)
+    makes the splits; a later phase without them is an error, never a second, different split."""
     cfg = _site_config(setup, meta)
     set_threads(cfg)
-    run, data = prepare_run(cfg, _run_dir(setup, meta), site=setup.site, load_images=images)
+    out = _run_dir(setup, meta)
+    if fixed_splits is None and not (out / "splits.csv").is_file():
+        raise SiteFusionError(
+            f"site {setup.site}: {out} has no splits.csv (the prepare phase has not run here, "
+            "or the site's work folder was removed); rerun the federation from a new --out"
+        )
+    run, data = prepare_run(
+        cfg, out, site=setup.site, fixed_splits=fixed_splits, load_images=images
+    )
     sites = [str(s) for s in meta.get("sites", [setup.site])]
     return _SiteState(cfg, run, data, sites)
+
+
+_KEY_CHECK = b"sitefusion group key check"
+
+
+def _group_tokens(setup: SiteSetup, meta: Mapping[str, Any]) -> tuple[Any, dict[str, str]]:
+    """The site's manifest rows and ``{keyed hash: group}`` of its groups (empty without a key)."""
+    cfg = _site_config(setup, meta)
+    manifest_path, root = resolve_data(cfg, _run_dir(setup, meta), generate=False)
+    manifest = only_site(
+        load_manifest(
+            manifest_path,
+            cfg.data,
+            image_root=root,
+            check_files=False,
+            allow_outside_root=cfg.data.allow_outside_root,
+        ),
+        setup.site,
+    )
+    key = setup.read_group_key()
+    if key is None:
+        return manifest, {}
+    tokens = {
+        hmac.new(key, r.group.encode("utf-8"), hashlib.sha256).hexdigest()[:32]: r.group
+        for r in manifest.records
+    }
+    return manifest, tokens
+
+
+def _groups(setup: SiteSetup, payload: Payload) -> Payload:
+    key = setup.read_group_key()
+    if key is None:
+        return Payload(meta={"site": setup.site, "key_check": None, "tokens": [], "counts": []})
+    manifest, tokens = _group_tokens(setup, payload.meta)
+    per_group: dict[str, int] = {}
+    for r in manifest.records:
+        per_group[r.group] = per_group.get(r.group, 0) + 1
+    order = sorted(tokens)  # hash order: says nothing about the manifest's row order
+    return Payload(
+        meta={
+            "site": setup.site,
+            "key_check": hmac.new(key, _KEY_CHECK, hashlib.sha256).hexdigest()[:16],
+            "tokens": order,
+            "counts": [per_group[tokens[t]] for t in order],
+        }
+    )
+
+
+def _map_tokens(setup: SiteSetup, tokens: dict[str, str], wanted: Any, what: str) -> list[str]:
+    unknown = [t for t in wanted if t not in tokens]
+    if unknown:
+        raise SiteFusionError(
+            f"site {setup.site}: the coordinator's {what} names {len(unknown)} group hash(es) "
+            "this site does not hold (was the manifest or the group key changed mid-run?)"
+        )
+    return [tokens[t] for t in wanted]
+
+
+def _home_splits(setup: SiteSetup, payload: Payload) -> Payload:
+    manifest, tokens = _group_tokens(setup, payload.meta)
+    away = _map_tokens(setup, tokens, payload.meta.get("away", []), "away list")
+    home = list(payload.meta.get("home", []))
+    _map_tokens(setup, tokens, home, "home list")
+    cfg = _site_config(setup, payload.meta)
+    splits = group_splits(manifest, cfg.split, exclude=frozenset(away))
+    return Payload(meta={"site": setup.site, "splits": {t: splits[tokens[t]] for t in home}})
 
 
 def _experts_hash(payload: Payload, sites: list[str]) -> str:
@@ -176,7 +273,13 @@ def _round_seed(st: _SiteState, meta: Mapping[str, Any], site: str) -> int:
 
 
 def _prepare(setup: SiteSetup, payload: Payload) -> Payload:
-    st = _state(setup, payload.meta)
+    fixed_tokens = dict(payload.meta.get("fixed", {}))
+    fixed: dict[str, str] = {}
+    if fixed_tokens:
+        _, tokens = _group_tokens(setup, payload.meta)
+        groups = _map_tokens(setup, tokens, list(fixed_tokens), "fixed splits")
+        fixed = {g: str(fixed_tokens[t]) for g, t in zip(groups, fixed_tokens, strict=True)}
+    st = _state(setup, payload.meta, fixed_splits=fixed)
     fit_normalizers(st.cfg, st.run, st.data)
     k = len(st.data.manifest.classes)
     counts = {
@@ -366,6 +469,8 @@ def _evaluate(setup: SiteSetup, payload: Payload) -> Payload:
 
 
 _HANDLERS = {
+    "groups": _groups,
+    "home_splits": _home_splits,
     "prepare": _prepare,
     "expert": _expert,
     "head_setup": _head_setup,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,15 @@ def prepare_run(
     console: Console | None = None,
     *,
     site: str | None = None,
+    fixed_splits: Mapping[str, str] | None = None,
     load_images: bool = True,
 ) -> tuple[RunDir, RunData]:
     """Stage 1: write config, schema and splits (or check them on resume) and load the images.
 
     ``site``: keep only that site's rows of the manifest, before any image is read (a federated
     site's own run directory); a manifest without rows of ``site`` is an error naming both.
+    ``fixed_splits`` (group -> split): groups whose split was decided elsewhere (a federated
+    site's groups at home at another site), used when the splits are first made.
     ``load_images=False``: everything but the pixels (``data.images`` is empty), for a step that
     works from cached arrays.
     """
@@ -182,7 +185,7 @@ def prepare_run(
         splits = load_splits(run.verify("splits.csv"))
         check_leakage(manifest, splits)
     else:
-        splits = make_splits(manifest, cfg.split)
+        splits = make_splits(manifest, cfg.split, fixed=fixed_splits)
         run.write_text("splits.csv", splits_csv(manifest, splits))
     if not run.has("schema.json"):
         run.write_json(

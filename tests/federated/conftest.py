@@ -9,15 +9,17 @@ import pytest
 
 from sitefusion.config import Config
 from sitefusion.data import split_manifest_by_site
-from sitefusion.federated import SiteSetup
+from sitefusion.federated import SiteSetup, write_group_key
 
 
 @pytest.fixture
 def site_setups(synthetic_2d: Path, tmp_path: Path) -> list[SiteSetup]:
-    """Each site's own manifest, the shared image root, and a work folder per site."""
+    """Each site's own manifest, the shared image root, a work folder per site and the
+    consortium's group key."""
     manifests = split_manifest_by_site(synthetic_2d, tmp_path / "sites")
+    key = write_group_key(tmp_path / "sites" / "group.key")
     return [
-        SiteSetup(site, path, synthetic_2d.parent, tmp_path / "sites" / site / "work")
+        SiteSetup(site, path, synthetic_2d.parent, tmp_path / "sites" / site / "work", key)
         for site, path in manifests.items()
     ]
 
