@@ -22,7 +22,7 @@ demo: $(STAMP)
 # The same synthetic set trained across real Flower processes on 127.0.0.1: a SuperLink and one
 # SuperNode per site, started and stopped by the pipeline.
 demo-federated: $(STAMP)
-	$(BIN)/python pipelines/demo_federated.py --out runs/demo-federated
+	$(BIN)/python pipelines/federated.py --out runs/demo-federated
 
 lint: $(STAMP)
 	$(BIN)/ruff check sitefusion pipelines tests benchmarks
