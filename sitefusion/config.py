@@ -209,7 +209,10 @@ class FederatedConfig:
     """The federated run (``sitefusion federate``): rounds of federated averaging and deadlines.
 
     ``head_rounds`` x ``head_local_epochs``: the fusion head, trained by federated averaging of
-    its weights over the sites' own feature caches. ``fedavg_rounds`` x ``fedavg_local_epochs``:
+    its weights over the sites' own feature caches. ``finetune_rounds`` x
+    ``finetune_local_epochs`` (0 rounds: off): then the head and copies of the experts trained
+    end to end on the sites' images, averaged every round (the federated form of
+    ``fusion.finetune_epochs``, at ``fusion.finetune_lr``). ``fedavg_rounds`` x ``fedavg_local_epochs``:
     the FedAvg baseline (one network of the experts' architecture trained from the shared initial
     weights). ``proximal_mu`` > 0 adds FedProx's proximal term ``mu/2 * ||w - w_global||^2`` to
     every site's local loss (both). ``round_timeout`` (seconds): how long the coordinator waits
@@ -220,6 +223,8 @@ class FederatedConfig:
 
     head_rounds: int = 20
     head_local_epochs: int = 2
+    finetune_rounds: int = 0
+    finetune_local_epochs: int = 1
     fedavg_rounds: int = 10
     fedavg_local_epochs: int = 1
     proximal_mu: float = 0.0
@@ -392,6 +397,8 @@ LIMITS: dict[str, int] = {
     "fusion.finetune_soup": 32,
     "federated.head_rounds": 10_000,
     "federated.head_local_epochs": 1_000,
+    "federated.finetune_rounds": 10_000,
+    "federated.finetune_local_epochs": 1_000,
     "federated.fedavg_rounds": 10_000,
     "federated.fedavg_local_epochs": 1_000,
     "federated.min_sites": 64,
@@ -497,9 +504,17 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
         if not 0.0 <= obj.expert_dropout < 1.0:
             raise bad("expert_dropout", obj.expert_dropout, "a fraction in [0, 1)")
     elif isinstance(obj, FederatedConfig):
-        for name in ("head_rounds", "head_local_epochs", "fedavg_rounds", "fedavg_local_epochs"):
+        for name in (
+            "head_rounds",
+            "head_local_epochs",
+            "finetune_local_epochs",
+            "fedavg_rounds",
+            "fedavg_local_epochs",
+        ):
             if getattr(obj, name) < 1:
                 raise bad(name, getattr(obj, name), "a positive integer")
+        if obj.finetune_rounds < 0:
+            raise bad("finetune_rounds", obj.finetune_rounds, "0 (off) or a number of rounds")
         if obj.proximal_mu < 0:
             raise bad("proximal_mu", obj.proximal_mu, "0 (FedAvg) or a positive FedProx weight")
         for name in ("round_timeout", "node_timeout"):

@@ -46,6 +46,8 @@ def finetune_fusion(
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     feature_maps: bool = False,
+    class_weight: torch.Tensor | None = None,
+    schedule: bool = True,
 ) -> list[float]:
     """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
 
@@ -55,6 +57,9 @@ def finetune_fusion(
     scikit-learn's "balanced" class weights, as the frozen-feature heads do. With
     ``feature_maps`` the inputs are a frozen trunk's maps and the experts are
     :class:`~sitefusion.experts.TrunkTop` views (flips and rotations only).
+    ``class_weight``: the loss's class weights instead of those of ``labels`` (a federated site
+    uses the federation's); ``schedule=False``: the two rates held constant (a federated round,
+    whose rates the coordinator sets on its own schedule over the rounds).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -66,7 +71,8 @@ def finetune_fusion(
         ],
         weight_decay=1e-4,
     )
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
+    weight = class_weights(labels, num_classes, power=1.0) if class_weight is None else class_weight
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
     augment = BatchAugmenter(images.ndim - 2, seed, feature_maps=feature_maps)
     n = len(labels)
     total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs
@@ -94,7 +100,9 @@ def finetune_fusion(
             optimizer,
             loss_fn,
             batches(epoch),
-            learning_rates=lambda step: [cosine(b, step, total_steps) for b in bases],
+            learning_rates=lambda step: [
+                cosine(b, step, total_steps) if schedule else b for b in bases
+            ],
             on_batch=on_batch,
         )
         curve.append(loss.mean)

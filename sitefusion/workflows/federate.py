@@ -21,7 +21,9 @@ the head and of FedAvg are checkpointed after every round):
 3. ``expert``: each site trains its expert from the shared initial weights.
 4. ``head_setup``: every expert goes to every site, which caches the features of its own fusion
    rows; aggregates of them come back (the head's standardisation statistics).
-5. ``head_round`` x ``federated.head_rounds``: federated averaging of the fusion head.
+5. ``head_round`` x ``federated.head_rounds``: federated averaging of the fusion head; then,
+   with ``federated.finetune_rounds``, ``finetune_round`` x that many: the head and copies of
+   the experts fine-tuned end to end at the sites and averaged.
 6. ``ood_threshold``: the scorer's out-of-distribution reference (mean and covariance from the
    sites' aggregates, threshold from their histograms of distances).
 7. ``fedavg_round`` x ``federated.fedavg_rounds``: the FedAvg baseline.
@@ -59,6 +61,7 @@ from sitefusion.federated.payload import Payload, describe_payload
 from sitefusion.federated.setup import GROUP_KEY_HELP, SiteSetup
 from sitefusion.federated.transport import SiteFailure, Transport
 from sitefusion.fusion import FusionClassifier
+from sitefusion.fusion.system import FusedSystem, expert_states
 from sitefusion.methods.fedavg import FEDAVG_STEM, fedavg_round_lr, fedavg_round_seed
 from sitefusion.normalization import NormalizerBank
 from sitefusion.normalization.registry import normalizer_class
@@ -117,7 +120,8 @@ def federated_config(cfg: Config) -> Config:
     if cfg.fusion.finetune_epochs:
         raise ConfigError(
             f"{cfg.source_path}: field 'fusion.finetune_epochs' is {cfg.fusion.finetune_epochs};"
-            " federated end-to-end fine-tuning is not built: set it to 0"
+            " it sets the central fine-tuning: set it to 0, and federated.finetune_rounds for "
+            "the federated one"
         )
     baselines = dataclasses.replace(
         cfg.baselines, pooled=False, stacking=False, random_features=False, fedavg=True
@@ -520,14 +524,7 @@ class _Coordinator:
                 },
             )
             self.run.write_tensors(ckpt, head.state_dict())
-        curve = [
-            float(
-                np.average(
-                    [v["loss"] for v in h.values()], weights=[v["examples"] for v in h.values()]
-                )
-            )
-            for h in history
-        ]
+        curve = [_weighted_loss(h) for h in history]
         self.run.write_json(
             "fusion/fusion.json",
             {
@@ -551,6 +548,76 @@ class _Coordinator:
         self.log.say(
             f"fusion head: {rounds} rounds over {len(self.sites)} sites, {n_fusion} fusion-split + {n_cross} cross-fitted rows"
         )
+
+    def finetune(self) -> None:
+        """``federated.finetune_rounds`` rounds of end-to-end fine-tuning: copies of the experts
+        and the head, as one network, trained at every site on its head rows' images (own expert
+        masked, as centrally) and averaged; the copies become the fusion's own experts."""
+        rounds = self.fed.finetune_rounds
+        rel = "fusion/fusion.experts.safetensors"
+        if not rounds or self.run.has(rel):
+            return
+        meta = self.run.read_json("fusion/fusion.json")
+        head = FusionClassifier.from_config(meta["config"])
+        head.load_state_dict(self.run.read_tensors("fusion/fusion.safetensors"))
+        experts = []
+        for site in self.sites:
+            expert = build_expert(self.cfg, self.k)
+            expert.load_state_dict(self.run.read_tensors(f"experts/{site}.safetensors"))
+            experts.append(expert)
+        system = FusedSystem([e.trainable_part() for e in experts], head)
+        setup = self.run.read_json("federation/head.checkpoint.json")
+        weight = torch.tensor(setup["class_weight"])
+        ckpt = "federation/finetune.checkpoint"
+        history: list[dict[str, Any]] = []
+        if self.run.has(f"{ckpt}.safetensors"):
+            system.load_state_dict(self.run.read_tensors(f"{ckpt}.safetensors"))
+            history = self.run.read_json(f"{ckpt}.json")["history"]
+            self.log.say(f"fine-tuning: resuming after round {len(history)}")
+        fc = self.cfg.fusion
+        for r in range(len(history), rounds):
+            payload = Payload(
+                self._meta(
+                    "finetune_round",
+                    head_config=head.config,
+                    experts=setup["experts"],
+                    round=r,
+                    epochs=self.fed.finetune_local_epochs,
+                    lr_experts=fedavg_round_lr(fc.finetune_lr, r, rounds),
+                    lr_head=fedavg_round_lr(fc.lr, r, rounds),
+                    seed=fedavg_round_seed(self.cfg.seed + 1, r, 0),
+                ),
+                {
+                    **{f"system.{k}": v for k, v in system.state_dict().items()},
+                    "class_weight": weight,
+                },
+            )
+            got = self.ask_round("finetune_round", r, payload)
+            updates = {
+                s: LocalUpdate(p.tensors, int(p.meta["examples"]), float(p.meta["loss"]))
+                for s, p in got.items()
+            }
+            system.load_state_dict(federated_average(updates, self.sites))
+            history.append(
+                {s: {"loss": u.loss, "examples": u.examples} for s, u in sorted(updates.items())}
+            )
+            self.run.write_json(f"{ckpt}.json", {"history": history})
+            self.run.write_tensors(f"{ckpt}.safetensors", system.state_dict())
+        meta["finetune"] = {
+            "epochs": rounds * self.fed.finetune_local_epochs,
+            "soup": 1,
+            "loss_curve": [_weighted_loss(h) for h in history],
+            "federated": {
+                "rounds": rounds,
+                "local_epochs": self.fed.finetune_local_epochs,
+                "history": history,
+            },
+        }
+        self.run.write_json("fusion/fusion.json", meta)
+        self.run.write_tensors("fusion/fusion.safetensors", head.state_dict())
+        # The copies last: their presence marks the fine-tuning as finished (resume skips it).
+        self.run.write_tensors(rel, expert_states(experts, self.sites))
+        self.log.say(f"fine-tuning: {rounds} rounds over {len(self.sites)} sites")
 
     def ood(self) -> None:
         """The scorer's out-of-distribution reference from the sites' aggregates: mean and
@@ -709,6 +776,12 @@ class _Coordinator:
         return metrics
 
 
+def _weighted_loss(round_history: Mapping[str, Mapping[str, float]]) -> float:
+    """A round's loss over the sites, weighted by their example counts."""
+    values = list(round_history.values())
+    return float(np.average([v["loss"] for v in values], weights=[v["examples"] for v in values]))
+
+
 def reconcile_groups(
     held: Mapping[str, Mapping[str, int]],
 ) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -770,6 +843,7 @@ def federate(
         ("prepare", co.prepare),
         ("experts", co.experts),
         ("fusion_head", co.head),
+        ("fusion_finetune", co.finetune),
         ("ood_reference", co.ood),
         ("fedavg", co.fedavg),
         ("weight_average", co.weight_average),

@@ -34,10 +34,12 @@ with the existing single-site code on the site's rows only and returns what may 
     :data:`MIN_AGGREGATE` images.
 ``ood_threshold``
     a histogram of the site's fusion-split distances to that reference (its threshold).
-``head_round`` / ``fedavg_round``
-    a few local epochs of the fusion head (on the cached features) or of the FedAvg network (on
-    the site's normalized training images) from the global weights. Reply: the new weights, the
-    number of examples and the loss.
+``head_round`` / ``finetune_round`` / ``fedavg_round``
+    a few local epochs of the fusion head (on the cached features), of the head and copies of
+    every expert end to end (on the normalized images of the head's rows, each row's own expert
+    masked as in the head), or of the FedAvg network (on the site's normalized training
+    images), from the global weights. Reply: the new weights, the number of examples and the
+    loss.
 ``evaluate``
     the finished run directory, sent by the coordinator, predicts every method on the site's
     test split. Reply: per-image class probabilities and labels, keyed by group codes that are
@@ -70,6 +72,7 @@ from sitefusion.experts import build_expert
 from sitefusion.federated.payload import Payload
 from sitefusion.federated.setup import SiteSetup
 from sitefusion.fusion import FusionClassifier
+from sitefusion.fusion.system import FusedSystem
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
 from sitefusion.scoring.ood import MahalanobisOOD
@@ -80,6 +83,7 @@ from sitefusion.training.federated import (
     local_head_update,
     local_network_update,
 )
+from sitefusion.training.finetune import finetune_fusion
 from sitefusion.training.stages import (
     cache_features,
     fit_normalizers,
@@ -100,6 +104,7 @@ PHASES = (
     "expert",
     "head_setup",
     "head_round",
+    "finetune_round",
     "ood_threshold",
     "fedavg_round",
     "evaluate",
@@ -397,6 +402,58 @@ def _head_round(setup: SiteSetup, payload: Payload) -> Payload:
     )
 
 
+def _finetune_round(setup: SiteSetup, payload: Payload) -> Payload:
+    rel = "federation/finetune_inputs.safetensors"
+    st = _state(setup, payload.meta, images=False)
+    k = int(payload.meta["head_config"]["num_classes"])
+    if not st.run.has(rel):  # the first round: the head rows' normalized images, kept at the site
+        st = _state(setup, payload.meta)
+        feats, rows = _head_cache(st, str(payload.meta["experts"]))
+        pos = {rid: i for i, rid in enumerate(st.data.ids)}
+        data_rows = np.array([pos[feats.ids[j]] for j in rows.positions])
+        bank = fit_normalizers(st.cfg, st.run, st.data)
+        x = network_inputs(st.cfg, st.run, bank, st.data, data_rows)
+        st.run.write_tensors(
+            rel,
+            {
+                "x": torch.from_numpy(x),
+                "y": torch.from_numpy(rows.labels.astype(np.int64)),
+                "presence": torch.from_numpy(rows.presence),
+            },
+        )
+    cached = st.run.read_tensors(rel)
+    init = st.run.read_tensors("experts/init.safetensors")  # a frozen trunk's weights
+    experts = []
+    for _ in st.sites:
+        expert = build_expert(st.cfg, k)
+        expert.load_state_dict(init)
+        experts.append(expert)
+    system = FusedSystem([e.trainable_part() for e in experts], _head(payload.meta))
+    system.load_state_dict(payload.prefixed("system"))
+    fusion = dataclasses.replace(
+        st.cfg.fusion,
+        finetune_epochs=int(payload.meta["epochs"]),
+        finetune_lr=float(payload.meta["lr_experts"]),
+        lr=float(payload.meta["lr_head"]),
+    )
+    y = cached["y"].numpy()
+    curve = finetune_fusion(
+        system,
+        cached["x"].numpy(),
+        y,
+        cached["presence"].numpy(),
+        cfg=fusion,
+        num_classes=k,
+        seed=_round_seed(st, payload.meta, setup.site),
+        batch_size=st.cfg.training.batch_size,
+        feature_maps=experts[0].frozen_trunk,
+        class_weight=payload.tensors["class_weight"].float(),
+        schedule=False,
+    )
+    state = {key: v.detach().clone() for key, v in system.state_dict().items()}
+    return Payload(meta={"site": setup.site, "examples": len(y), "loss": curve[-1]}, tensors=state)
+
+
 def _fedavg_round(setup: SiteSetup, payload: Payload) -> Payload:
     rel = "federation/fedavg_inputs.safetensors"
     st = _state(setup, payload.meta, images=False)
@@ -475,6 +532,7 @@ _HANDLERS = {
     "expert": _expert,
     "head_setup": _head_setup,
     "head_round": _head_round,
+    "finetune_round": _finetune_round,
     "fedavg_round": _fedavg_round,
     "ood_threshold": _ood_threshold,
     "evaluate": _evaluate,

@@ -287,3 +287,47 @@ def test_score_and_evaluate_work_on_a_federated_run_unchanged(
     bin_width = 50.0 * np.sqrt(x.shape[1]) / 8192
     assert np.quantile(scores, 0.99) - bin_width <= stored.threshold_
     assert stored.threshold_ <= scores.max() + 2 * bin_width
+
+
+def test_federated_fine_tuning_trains_copies_of_the_experts_and_the_fusion_uses_them(
+    federated_cfg: Config, site_setups: list[SiteSetup], tmp_path: Path
+) -> None:
+    import dataclasses
+
+    import torch
+
+    cfg = dataclasses.replace(
+        federated_cfg,
+        federated=dataclasses.replace(
+            federated_cfg.federated, finetune_rounds=2, finetune_local_epochs=1
+        ),
+    )
+    out = tmp_path / "run"
+    federate(cfg, out, LocalTransport(site_setups))
+    run = RunDir(out)
+    meta = run.read_json("fusion/fusion.json")["finetune"]
+    history = meta["federated"]["history"]
+    assert len(history) == 2 and all(set(h) == {"site_a", "site_b", "site_c"} for h in history)
+    assert meta["epochs"] == 2 and len(meta["loss_curve"]) == 2
+    copies = run.read_tensors("fusion/fusion.experts.safetensors")
+    moved = 0
+    for site in ("site_a", "site_b", "site_c"):
+        expert = run.read_tensors(f"experts/{site}.safetensors")
+        moved += sum(
+            not torch.equal(copies[f"{site}.{k}"], v)
+            for k, v in expert.items()
+            if v.is_floating_point()
+        )
+    assert moved > 0  # the copies trained; the site experts (local baselines) did not change
+    loaded = LoadedRun(out)
+    assert loaded.methods["fusion"].networks is not None
+    phases = {m["phase"] for m in _messages(out)}
+    assert "finetune_round" in phases
+    for message in _messages(out):
+        if message["phase"] == "finetune_round":
+            names = set(message["tensors"])  # type: ignore[arg-type]
+            assert all(
+                n.startswith(("system.", "experts.", "head.")) or n == "class_weight" for n in names
+            ), names
+    metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["methods"]["fusion"]["per_site"]) >= {"site_a", "site_b", "site_c"}
