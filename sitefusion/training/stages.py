@@ -223,10 +223,20 @@ def train_expert(
     bank: NormalizerBank,
     site: str,
     console: Console | None = None,
+    *,
+    sites: Sequence[str] | None = None,
 ) -> bool:
-    """Stage 4 for one site; returns ``False`` if it was already trained."""
+    """Stage 4 for one site; returns ``False`` if it was already trained.
+
+    The expert's seed follows the site's place among the run's ``sites`` (default: the
+    manifest's): a federated site, whose manifest holds only its own rows, passes the
+    federation's site list, so that its expert is the one central training makes.
+    """
     if site not in data.manifest.sites:
         raise UnknownChoiceError("site", site, data.manifest.sites)
+    order = list(sites) if sites is not None else list(data.manifest.sites)
+    if site not in order:
+        raise UnknownChoiceError("site", site, order)
     stem = f"experts/{site}"
     if run.has(f"{stem}.safetensors"):
         return False
@@ -241,7 +251,7 @@ def train_expert(
         data.labels[tr],
         network_inputs(cfg, run, bank, data, va, console=console),
         data.labels[va],
-        cfg.seed + 1 + data.manifest.sites.index(site),
+        cfg.seed + 1 + order.index(site),
         console,
     )
     return True

@@ -300,7 +300,7 @@ def _expert(setup: SiteSetup, payload: Payload) -> Payload:
     bank = fit_normalizers(st.cfg, st.run, st.data)
     if not st.run.has("experts/init.safetensors"):
         st.run.write_tensors("experts/init.safetensors", payload.prefixed("init"))
-    train_expert(st.cfg, st.run, st.data, bank, setup.site)
+    train_expert(st.cfg, st.run, st.data, bank, setup.site, sites=st.sites)
     summary = st.run.read_json(f"experts/{setup.site}.json")
     return Payload(
         meta={

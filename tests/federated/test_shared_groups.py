@@ -22,15 +22,18 @@ STOP = "StopAfterPrepare Error: the test ends the run here"
 
 
 class _UntilPrepare(LocalTransport):
-    """The sites up to their prepare phase; every later phase fails at once."""
+    """The sites up to their prepare phase (or ``last``); every later phase fails at once."""
+
+    def __init__(self, setups: list[SiteSetup], last: str = "prepare") -> None:
+        super().__init__(setups)
+        self.phases = ("groups", "home_splits", "prepare", "expert")[
+            : ("groups", "home_splits", "prepare", "expert").index(last) + 1
+        ]
 
     def ask(
         self, payloads: Mapping[str, Payload], timeout: float
     ) -> dict[str, Payload | SiteFailure]:
-        if any(
-            p.meta.get("phase") not in ("groups", "home_splits", "prepare")
-            for p in payloads.values()
-        ):
+        if any(p.meta.get("phase") not in self.phases for p in payloads.values()):
             return {site: SiteFailure(STOP) for site in payloads}
         return super().ask(payloads, timeout)
 
@@ -167,3 +170,35 @@ def test_a_phase_before_prepare_is_refused_rather_than_splitting_again(
     with pytest.raises(SiteFusionError, match=r"no splits\.csv"):
         handle(site_setups[0], Payload(meta))
     assert not (site_setups[0].workdir / "abcdef123456" / "splits.csv").exists()
+
+
+@pytest.mark.slow
+def test_federated_experts_are_the_central_experts_bit_for_bit(
+    federated_cfg: Config, synthetic_2d: Path, tmp_path: Path
+) -> None:
+    """Same config, rows, split and initial weights: a site's expert trained at the site is the
+    one central training makes (so a difference between the tables is federation's, not
+    the data's). With shared lesions, which only the group key makes split alike."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sitefusion.workflows import train_run
+
+    manifest = _shared_manifest(synthetic_2d, tmp_path / "data")
+    cfg = dataclasses.replace(
+        federated_cfg,
+        data=dataclasses.replace(
+            federated_cfg.data, root=str(synthetic_2d.parent), manifest=str(manifest)
+        ),
+    )
+    sites = ["site_a", "site_b", "site_c"]
+    train_run(cfg, tmp_path / "central", sites=sites)
+    setups = _setups(manifest, synthetic_2d.parent, tmp_path, write_group_key(tmp_path / "k"))
+    out = tmp_path / "run"
+    with pytest.raises(FederationError, match="StopAfterPrepare"):
+        federate(cfg, out, _UntilPrepare(setups, last="expert"))
+    for site in sites:
+        a = load_file(tmp_path / "central" / "experts" / f"{site}.safetensors")
+        b = load_file(out / "experts" / f"{site}.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), site
