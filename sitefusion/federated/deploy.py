@@ -45,6 +45,7 @@ __all__ = [
     "LocalFederation",
     "RunOutcome",
     "TlsFiles",
+    "descendants",
     "flower_env",
     "free_port",
     "run_app",
@@ -241,9 +242,11 @@ class FlowerProcess:
         return self.popen.poll() is None
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop the process and everything it spawned (its process group)."""
+        """Stop the process and everything it spawned: its process group, and descendants
+        that started sessions of their own (the SuperLink's ServerApp process does)."""
         if self.popen.poll() is not None:
             return
+        spawned = descendants(self.popen.pid)
         try:
             os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout=grace)
@@ -251,6 +254,55 @@ class FlowerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=grace)
+        spawned += [p for p in descendants(self.popen.pid) if p not in spawned]
+        _end(spawned, grace)
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """``(parent pid, state)`` of a process from ``/proc``, or None where it is gone (or no
+    ``/proc``: then nothing beyond the process group is found)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), fields[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process descended from ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat is not None and stat[1] != "Z":
+                    children.setdefault(stat[0], []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[1] != "Z"
+
+
+def _end(pids: Sequence[int], grace: float) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def start_process(
