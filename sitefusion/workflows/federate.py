@@ -257,6 +257,19 @@ class _Coordinator:
         )
         return got
 
+    def average_round(
+        self, phase: str, round_index: int, payload: Payload
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
+        """One round of federated averaging: the replies' weights averaged with their example
+        counts as weights (sites in name order), and each site's loss and example count."""
+        got = self.ask_round(phase, round_index, payload)
+        updates = {
+            s: LocalUpdate(p.tensors, int(p.meta["examples"]), float(p.meta["loss"]))
+            for s, p in got.items()
+        }
+        outcome = {s: {"loss": u.loss, "examples": u.examples} for s, u in sorted(updates.items())}
+        return federated_average(updates, self.sites), outcome
+
     # -- phases ------------------------------------------------------------------------------
     def connect(self) -> None:
         sites = self.transport.connect(self.fed.min_sites, self.fed.node_timeout)
@@ -504,15 +517,9 @@ class _Coordinator:
                 ),
                 {**{f"head.{k}": v for k, v in head.state_dict().items()}, "class_weight": weight},
             )
-            got = self.ask_round("head_round", r, payload)
-            updates = {
-                s: LocalUpdate(p.tensors, int(p.meta["examples"]), float(p.meta["loss"]))
-                for s, p in got.items()
-            }
-            head.load_state_dict(federated_average(updates, self.sites))
-            history.append(
-                {s: {"loss": u.loss, "examples": u.examples} for s, u in sorted(updates.items())}
-            )
+            state, outcome = self.average_round("head_round", r, payload)
+            head.load_state_dict(state)
+            history.append(outcome)
             self.run.write_json(
                 "federation/head.checkpoint.json",
                 {
@@ -592,15 +599,9 @@ class _Coordinator:
                     "class_weight": weight,
                 },
             )
-            got = self.ask_round("finetune_round", r, payload)
-            updates = {
-                s: LocalUpdate(p.tensors, int(p.meta["examples"]), float(p.meta["loss"]))
-                for s, p in got.items()
-            }
-            system.load_state_dict(federated_average(updates, self.sites))
-            history.append(
-                {s: {"loss": u.loss, "examples": u.examples} for s, u in sorted(updates.items())}
-            )
+            state, outcome = self.average_round("finetune_round", r, payload)
+            system.load_state_dict(state)
+            history.append(outcome)
             self.run.write_json(f"{ckpt}.json", {"history": history})
             self.run.write_tensors(f"{ckpt}.safetensors", system.state_dict())
         meta["finetune"] = {
@@ -684,15 +685,9 @@ class _Coordinator:
                 ),
                 {f"network.{k}": v for k, v in part.state_dict().items()},
             )
-            got = self.ask_round("fedavg_round", r, payload)
-            updates = {
-                s: LocalUpdate(p.tensors, int(p.meta["examples"]), float(p.meta["loss"]))
-                for s, p in got.items()
-            }
-            part.load_state_dict(federated_average(updates, self.sites))
-            history.append(
-                {s: {"loss": u.loss, "examples": u.examples} for s, u in sorted(updates.items())}
-            )
+            state, outcome = self.average_round("fedavg_round", r, payload)
+            part.load_state_dict(state)
+            history.append(outcome)
             self.run.write_json("federation/fedavg.checkpoint.json", history)
             self.run.write_tensors(ckpt, part.state_dict())
         self.run.write_json(
