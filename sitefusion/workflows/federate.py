@@ -104,9 +104,10 @@ class LocalTransport:
 
 
 def federated_config(cfg: Config) -> Config:
-    """The config a federated run trains and records: the product fusion head without
-    end-to-end fine-tuning, FedAvg, one-shot weight and output averaging, the local experts.
-    Pooled training, stacking and the random-feature control need images in one place."""
+    """The config a federated run trains and records: the product fusion head (fine-tuned end to
+    end only through ``federated.finetune_rounds``), FedAvg, one-shot weight and output
+    averaging, the local experts. Pooled training, stacking and the random-feature control need
+    images in one place."""
     if not cfg.data.classes:
         raise ConfigError(
             f"{cfg.source_path}: field 'data.classes' is empty; a federation needs the class "

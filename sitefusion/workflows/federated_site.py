@@ -57,6 +57,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ import numpy as np
 import torch
 
 from sitefusion.config import Config, config_from_dict
-from sitefusion.data import group_splits, load_manifest
+from sitefusion.data import Manifest, group_splits, load_manifest
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.experts import build_expert
 from sitefusion.federated.payload import Payload
@@ -174,7 +175,7 @@ def _state(
 _KEY_CHECK = b"sitefusion group key check"
 
 
-def _group_tokens(setup: SiteSetup, meta: Mapping[str, Any]) -> tuple[Any, dict[str, str]]:
+def _group_tokens(setup: SiteSetup, meta: Mapping[str, Any]) -> tuple[Manifest, dict[str, str]]:
     """The site's manifest rows and ``{keyed hash: group}`` of its groups (empty without a key)."""
     cfg = _site_config(setup, meta)
     manifest_path, root = resolve_data(cfg, _run_dir(setup, meta), generate=False)
@@ -203,9 +204,7 @@ def _groups(setup: SiteSetup, payload: Payload) -> Payload:
     if key is None:
         return Payload(meta={"site": setup.site, "key_check": None, "tokens": [], "counts": []})
     manifest, tokens = _group_tokens(setup, payload.meta)
-    per_group: dict[str, int] = {}
-    for r in manifest.records:
-        per_group[r.group] = per_group.get(r.group, 0) + 1
+    per_group = Counter(r.group for r in manifest.records)
     order = sorted(tokens)  # hash order: says nothing about the manifest's row order
     return Payload(
         meta={
