@@ -48,6 +48,7 @@ __all__ = [
 NormalizerKind = Literal["zscore", "percentile", "histogram", "colour"]
 UnseenPolicy = Literal["nearest", "self", "pooled"]
 FusionMode = Literal["average_attention", "concat", "attention"]
+ExpertStart = Literal["initial", "fedavg"]
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,20 @@ class ExpertConfig:
     With ``imagenet`` the backbone's ``input_scaling`` must suit the normalizer's output:
     ``standardized`` (the default) for ``zscore`` and ``colour``, ``unit`` for ``percentile``
     and ``histogram`` (with ``rescale``).
+
+    ``start`` is what each site expert is fine-tuned from: ``initial`` (those shared initial
+    weights) or ``fedavg`` (the FedAvg baseline's global model, which every site helped train on
+    its own expert-training split without moving an image; each expert then specialises it to
+    its site, as personalised federated learning does: FedPer, FENDA-FL). ``fedavg`` needs
+    ``baselines.fedavg`` and no ``fusion.cross_fit``: every expert has then learned from every
+    site's training images, so only fusion-split images are unseen by all of them.
     """
 
     backbone: str = "compact"
     out_channels: int = 64
     params: Mapping[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    start: ExpertStart = "initial"
 
 
 PRETRAINED_IMAGENET = "imagenet"
@@ -476,8 +485,10 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
                 "0 when training from scratch: a frozen trunk keeps its starting weights, so it "
                 "needs expert.pretrained (imagenet or a safetensors file)",
             )
-    elif isinstance(obj, Config) and obj.expert.pretrained == PRETRAINED_IMAGENET:
-        _validate_imagenet(obj, source)
+    elif isinstance(obj, Config):
+        if obj.expert.pretrained == PRETRAINED_IMAGENET:
+            _validate_imagenet(obj, source)
+        _validate_start(obj, source)
     elif isinstance(obj, TrainingConfig):
         for name in ("epochs", "batch_size"):
             if getattr(obj, name) < 1:
@@ -623,6 +634,25 @@ def _validate_imagenet(cfg: Config, source: str) -> None:
             f"{where}; normalization {kind!r} needs expert.params.input_scaling {expected!r} "
             f"(got {scaling!r}): 'standardized' for zero-mean unit-variance output (zscore, "
             "colour), 'unit' for [0, 1] output (percentile, histogram)"
+        )
+
+
+def _validate_start(cfg: Config, source: str) -> None:
+    """``expert.start: fedavg`` needs the FedAvg model and a fusion that learns on unseen images."""
+    if cfg.expert.start != "fedavg":
+        return
+    if not cfg.baselines.fedavg:
+        raise ConfigError(
+            f"{source}: field 'expert.start' is 'fedavg', which fine-tunes every expert from the "
+            "FedAvg model; set baselines.fedavg: true (it trains that model), or expert.start: "
+            "initial"
+        )
+    if cfg.fusion.cross_fit:
+        raise ConfigError(
+            f"{source}: field 'fusion.cross_fit' is true, but with expert.start 'fedavg' every "
+            "expert has learned from every site's training images (through the FedAvg model), so "
+            "cross-fitted rows would show the fusion features of images its experts trained on; "
+            "set fusion.cross_fit: false"
         )
 
 

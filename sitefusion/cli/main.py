@@ -141,6 +141,14 @@ def evaluate_cmd(
         int | None,
         typer.Option("--bootstrap", help="Bootstrap resamples (default: the run's config)."),
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Without --manifest: the internal split, 'test' or 'val' (to choose a design "
+            "without looking at the test split).",
+        ),
+    ] = "test",
 ) -> None:
     """Evaluate every method of a run per site, with bootstrap CIs, and write the report."""
     from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
@@ -148,6 +156,8 @@ def evaluate_cmd(
 
     if image_root is not None and manifest is None:
         _fail(ValueError("--image-root needs --manifest"))
+    if manifest is not None and split != "test":
+        _fail(ValueError("--split chooses an internal split; it cannot be used with --manifest"))
     try:
         metrics = evaluate_run(
             run_dir,
@@ -157,6 +167,7 @@ def evaluate_cmd(
             loso=loso,
             n_boot=bootstrap,
             allow_outside_root=allow_outside_root,
+            split=split,
             console=console,
         )
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say

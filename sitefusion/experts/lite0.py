@@ -182,6 +182,11 @@ class EfficientNetLite0(EfficientNet):
             depth_coefficient=1.0,
             dropout_rate=dropout,
             image_size=224,
+            # eps as the ImageNet weights were trained with; momentum 0.1 (PyTorch's) instead of
+            # MONAI's TensorFlow-style 0.01: a small site's expert takes 20 steps an epoch, and at
+            # 0.01 its running statistics would still be a fifth those of the weights it started
+            # from after eight epochs, while the fine-tuned filters have moved on.
+            norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
             drop_connect_rate=drop_connect_rate,
         )
         # Lite0 has ReLU6 wherever B0 has swish (the stem, every block and the head).

@@ -54,19 +54,23 @@ def extract_features(
 ) -> ExpertFeatures:
     """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``.
 
-    ``experts`` may be :class:`TrunkTop` views with ``images`` their trunk's feature maps."""
-    for e in experts:
+    ``experts`` may be :class:`TrunkTop` views with ``images`` their trunk's feature maps. A
+    network that appears more than once in ``experts`` (the random-feature control's untrained
+    experts are one network) is run once per batch."""
+    distinct = list({id(e): e for e in experts}.values())
+    for e in distinct:
         e.eval().to(device)
     n = len(images)
     feats: list[np.ndarray] = []
     logits: list[np.ndarray] = []
     for i in range(0, n, batch_size):
         xb = torch.from_numpy(images[i : i + batch_size]).to(device)
-        f_e, l_e = [], []
-        for e in experts:
+        outputs = {}
+        for e in distinct:
             z = e.embed(xb)
-            f_e.append(z.float().cpu().numpy())
-            l_e.append(e.head(z).float().cpu().numpy())
+            outputs[id(e)] = (z.float().cpu().numpy(), e.head(z).float().cpu().numpy())
+        f_e = [outputs[id(e)][0] for e in experts]
+        l_e = [outputs[id(e)][1] for e in experts]
         feats.append(np.stack(f_e, axis=1))
         logits.append(np.stack(l_e, axis=1))
         if on_batch is not None:

@@ -115,8 +115,8 @@ def local_network_update(
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             if len(idx) < 2:
                 continue
-            xb = augment(x[idx]) if augment is not None else x[idx]
-            yield Batch((torch.from_numpy(xb),), torch.from_numpy(y[idx]).long(), step)
+            xb = augment(x[idx]) if augment is not None else torch.from_numpy(x[idx])
+            yield Batch((xb,), torch.from_numpy(y[idx]).long(), step)
 
     loss = 0.0
     for epoch in range(epochs):

@@ -89,7 +89,7 @@ def finetune_fusion(
             base = torch.from_numpy(presence[idx])
             mask = base & expert_dropout_mask(len(idx), e, cfg.expert_dropout, gen)
             mask = torch.where(mask.any(1, keepdim=True), mask, base)
-            x = torch.from_numpy(augment(images[idx]))
+            x = augment(images[idx])
             yield Batch((x, mask), torch.from_numpy(labels[idx].astype(np.int64)), counter[0])
             counter[0] += 1
 

@@ -176,10 +176,8 @@ def fit_classifier(
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
-            xb_np = x_train[idx]
-            if augment is not None:
-                xb_np = augment(xb_np)
-            xb = torch.from_numpy(xb_np).to(device)
+            xb = augment(x_train[idx]) if augment is not None else torch.from_numpy(x_train[idx])
+            xb = xb.to(device)
             yield Batch((xb,), torch.from_numpy(y_train[idx]).long().to(device), step)
 
     for epoch in range(state.epoch + 1, cfg.epochs):

@@ -151,17 +151,19 @@ def train_network(
     y_val: np.ndarray,
     seed: int,
     console: Console | None,
+    *,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Train one network of the experts' architecture from the shared initial weights and write
-    ``<stem>.safetensors`` (the whole network) and ``<stem>.json``.
+    """Train one network of the experts' architecture and write ``<stem>.safetensors`` (the
+    whole network) and ``<stem>.json``.
 
-    ``x_train`` / ``x_val`` are :func:`network_inputs`: images, or a frozen trunk's maps, in
-    which case only the layers above the trunk train.
+    It starts from ``start`` (whole-network weights, such as the FedAvg model) or, by default,
+    the shared initial weights. ``x_train`` / ``x_val`` are :func:`network_inputs`: images, or a
+    frozen trunk's maps, in which case only the layers above the trunk train.
     """
     num_classes = len(data.manifest.classes)
-    init = initial_state(cfg, run, num_classes)
     model = build_expert(cfg, num_classes)
-    model.load_state_dict(init)
+    model.load_state_dict(start if start is not None else initial_state(cfg, run, num_classes))
     trained = model.trainable_part()
     set_threads(cfg)
     t0 = time.perf_counter()
@@ -225,12 +227,15 @@ def train_expert(
     console: Console | None = None,
     *,
     sites: Sequence[str] | None = None,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> bool:
     """Stage 4 for one site; returns ``False`` if it was already trained.
 
     The expert's seed follows the site's place among the run's ``sites`` (default: the
     manifest's): a federated site, whose manifest holds only its own rows, passes the
-    federation's site list, so that its expert is the one central training makes.
+    federation's site list, so that its expert is the one central training makes. ``start``:
+    the whole-network weights it is fine-tuned from (``expert.start: fedavg``: the FedAvg model);
+    by default the shared initial weights.
     """
     if site not in data.manifest.sites:
         raise UnknownChoiceError("site", site, data.manifest.sites)
@@ -253,6 +258,7 @@ def train_expert(
         data.labels[va],
         cfg.seed + 1 + order.index(site),
         console,
+        start=start,
     )
     return True
 

@@ -24,7 +24,7 @@ from sitefusion.data import (
     load_split_table,
     load_splits,
 )
-from sitefusion.errors import ArtifactError
+from sitefusion.errors import ArtifactError, UnknownChoiceError
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.harness import evaluate_loso, evaluate_predictions
 from sitefusion.evaluation.metrics import balanced_accuracy, expected_calibration_error
@@ -56,6 +56,7 @@ def _as_probabilities(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "EVALUATION_SPLITS",
     "evaluate_run",
     "head_training_rows",
     "internal_test_manifest",
@@ -70,12 +71,22 @@ def _federated(loaded: LoadedRun) -> bool:
     return loaded.run.read_manifest().get("mode") == "federated"
 
 
-def internal_test_manifest(loaded: LoadedRun) -> Manifest:
-    """The run's internal test split, as a manifest.
+#: Internal splits a run can be evaluated on: ``test`` (the one to report) and ``val`` (to choose
+#: a design on: no network trained on it, though experts and the pooled model early-stopped on
+#: it).
+EVALUATION_SPLITS = ("test", "val")
+
+
+def internal_test_manifest(loaded: LoadedRun, split: str = "test") -> Manifest:
+    """The run's internal test split (or ``split``, one of :data:`EVALUATION_SPLITS`), as a
+    manifest.
 
     Raises:
-        ArtifactError: a federated run (its test splits stay at the sites).
+        ArtifactError: a federated run (its splits stay at the sites).
+        UnknownChoiceError: ``split`` is not an evaluation split.
     """
+    if split not in EVALUATION_SPLITS:
+        raise UnknownChoiceError("split", split, EVALUATION_SPLITS)
     if _federated(loaded):
         raise ArtifactError(
             f"{loaded.root}: a federated run's test splits stay at the sites (its report is in "
@@ -90,7 +101,7 @@ def internal_test_manifest(loaded: LoadedRun) -> Manifest:
         allow_outside_root=loaded.cfg.data.allow_outside_root,
     )
     splits = load_splits(loaded.run.verify("splits.csv"))
-    return manifest.subset({i for i, s in splits.items() if s == "test"})
+    return manifest.subset({i for i, s in splits.items() if s == split})
 
 
 def predict_manifest(
@@ -274,6 +285,7 @@ def evaluate_run(
     loso: bool = False,
     n_boot: int | None = None,
     allow_outside_root: bool = False,
+    split: str = "test",
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate every method of a run and write ``metrics.json``, ``report.md``, ``report.html``.
@@ -286,6 +298,8 @@ def evaluate_run(
         loso: also run leave-one-site-out (only for sites with test images).
         allow_outside_root: accept image paths of ``manifest`` outside ``image_root``.
         n_boot: bootstrap resamples (default: the run's ``evaluation.bootstrap``).
+        split: without ``manifest``, the internal split to evaluate: ``test``, or ``val`` to
+            compare designs without looking at the test split.
     """
     t0 = time.perf_counter()
     ensure_writable_folder(out, "report folder")  # before anything is predicted
@@ -298,7 +312,7 @@ def evaluate_run(
             "which stay at the sites in a federated run"
         )
     if manifest is None:
-        test = internal_test_manifest(loaded)
+        test = internal_test_manifest(loaded, split)
     else:
         mpath = Path(manifest)
         test = load_manifest(
@@ -326,7 +340,7 @@ def evaluate_run(
     metrics["run"] = {
         "run_id": loaded.run_id,
         "run_dir": str(loaded.root),
-        "test_set": "internal test split" if manifest is None else str(manifest),
+        "test_set": f"internal {split} split" if manifest is None else str(manifest),
         "n_images": len(pset.labels),
         "overlap_with_training": overlap,
         "bootstrap": n_boot,

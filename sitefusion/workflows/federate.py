@@ -124,6 +124,11 @@ def federated_config(cfg: Config) -> Config:
             " it sets the central fine-tuning: set it to 0, and federated.finetune_rounds for "
             "the federated one"
         )
+    if cfg.expert.start != "initial":
+        raise ConfigError(
+            f"{cfg.source_path}: field 'expert.start' is {cfg.expert.start!r}; a federation "
+            "trains its experts from the initial weights (expert.start: initial)"
+        )
     baselines = dataclasses.replace(
         cfg.baselines, pooled=False, stacking=False, random_features=False, fedavg=True
     )

@@ -44,6 +44,7 @@ from sitefusion.data import (
 from sitefusion.errors import ArtifactError, ConfigError, ManifestError, SiteFusionError
 from sitefusion.experts import build_expert, check_backbone_params
 from sitefusion.methods import configured_methods
+from sitefusion.methods.fedavg import FedAvgMethod
 from sitefusion.normalization import NormalizerBank, make_normalizer
 from sitefusion.rundir import RunDir
 from sitefusion.rundir.environment import environment_info, record_environment
@@ -274,15 +275,25 @@ def train_run(
     num_classes = len(data.manifest.classes)
     initial_state(cfg, run, num_classes)
 
+    methods = configured_methods(cfg, data.manifest.sites)
+    ctx = TrainContext(cfg, run, data, bank, console=console)
+    start = None
+    if cfg.expert.start == "fedavg":
+        # The experts are fine-tuned from the FedAvg model, so it trains before them.
+        fedavg = next(m for m in methods if m.name == "fedavg")
+        if not fedavg.is_trained(run):
+            t = time.perf_counter()
+            fedavg.fit(ctx)
+            timings[fedavg.name] = time.perf_counter() - t
+        start = run.read_tensors(FedAvgMethod.ARTIFACT)
+
     for site in sites if sites is not None else data.manifest.sites:
         t = time.perf_counter()
-        if train_expert(cfg, run, data, bank, site, console):
+        if train_expert(cfg, run, data, bank, site, console, start=start):
             timings[f"expert:{site}"] = time.perf_counter() - t
     if sites is not None:
         return {"run_id": run.read_manifest().get("run_id"), "timings": timings, "complete": False}
 
-    methods = configured_methods(cfg, data.manifest.sites)
-    ctx = TrainContext(cfg, run, data, bank, console=console)
     # Methods that read images rather than the feature cache (pooled training) train first.
     for method in methods:
         if not method.reads_features and not method.is_trained(run):
@@ -295,14 +306,17 @@ def train_run(
     feats = cache_features(cfg, run, data, bank, "features/trained.safetensors", experts, console)
     random_feats = None
     if cfg.baselines.random_features:
-        init = run.read_tensors("experts/init.safetensors")
-        untrained = []
-        for _ in data.manifest.sites:
-            e = build_expert(cfg, num_classes)
-            e.load_state_dict(init)
-            untrained.append(e.eval())
+        # Every expert starts from the same initial weights: one network, run once per image.
+        untrained = build_expert(cfg, num_classes)
+        untrained.load_state_dict(run.read_tensors("experts/init.safetensors"))
         random_feats = cache_features(
-            cfg, run, data, bank, "features/random.safetensors", untrained, console
+            cfg,
+            run,
+            data,
+            bank,
+            "features/random.safetensors",
+            [untrained.eval()] * len(data.manifest.sites),
+            console,
         )
     timings["features"] = time.perf_counter() - t
 
