@@ -170,7 +170,8 @@ class FusionConfig:
 
     By default only fusion-split images are used. With ``cross_fit`` the heads also learn from the
     expert-training images of every site, with that site's own expert masked out: every feature
-    the fusion sees still comes from an expert that never trained on that image.
+    the fusion sees still comes from an expert that never trained on that image. Validation
+    images never: they stay unseen by every head, to compare designs on.
 
     With ``finetune_epochs > 0`` the product fusion (the first mode) and the random-feature
     control are then trained end to end: copies of the experts are fine-tuned together with the

@@ -104,7 +104,9 @@ def select_head_rows(
     """The rows of a feature cache (image ``ids`` in cache order) a fusion learns from.
 
     Fusion-split rows with every expert present and, with ``cross_fit``, the expert-training
-    rows of every site with that site's own expert masked out. Test rows never.
+    rows of every site with that site's own expert masked out. Validation rows never: no head
+    learns from them, so that every method can be compared on them before the test split is
+    looked at (``sitefusion evaluate --split val``). Test rows never.
     """
     experts = list(experts)
     positions, presence = [], []
@@ -115,7 +117,7 @@ def select_head_rows(
         own = np.array([e == row.site for e in experts])
         if row.split == "fusion":
             n_fusion += 1
-        elif row.split in ("train", "val") and cross_fit:
+        elif row.split == "train" and cross_fit:
             mask[own] = False
             n_cross += 1
         else:
@@ -128,10 +130,10 @@ def select_head_rows(
     chosen = [info[ids[j]] for j in positions]
     for row, m in zip(chosen, pres, strict=True):
         own = np.array([e == row.site for e in experts])
-        if row.split == "test" or (row.split in ("train", "val") and (m & own).any()):
+        if row.split in ("test", "val") or (row.split == "train" and (m & own).any()):
             raise ArtifactError(
-                f"fusion rows include a {row.split}-split image of {row.site} with its own "
-                "site's expert present"
+                f"fusion rows include a {row.split}-split image of {row.site}"
+                + (" with its own site's expert present" if row.split == "train" else "")
             )
     return HeadRows(
         positions=np.array(positions, dtype=np.int64),
