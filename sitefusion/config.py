@@ -478,14 +478,6 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
                 f"null, {PRETRAINED_IMAGENET!r} or the path of a .safetensors file"
                 f"{did_you_mean(str(obj.pretrained), [PRETRAINED_IMAGENET])}",
             )
-        frozen = obj.params.get("frozen_stages", 0)
-        if obj.pretrained is None and frozen not in (0, None):
-            raise bad(
-                "params.frozen_stages",
-                frozen,
-                "0 when training from scratch: a frozen trunk keeps its starting weights, so it "
-                "needs expert.pretrained (imagenet or a safetensors file)",
-            )
     elif isinstance(obj, Config):
         if obj.expert.pretrained == PRETRAINED_IMAGENET:
             _validate_imagenet(obj, source)

@@ -225,15 +225,3 @@ def test_pretrained_file_must_exist_when_a_run_starts(tmp_path: Path) -> None:
     weights.unlink()
     stored = config_from_dict({"expert": {"pretrained": str(weights)}}, "run/config.yaml")
     assert stored.expert.pretrained == str(weights)
-
-
-def test_a_frozen_trunk_needs_pretrained_weights(tmp_path: Path) -> None:
-    p = write(tmp_path, "data:\n  channels: 3\n")
-    frozen = ["expert.backbone=efficientnet-lite0", "expert.params.frozen_stages=5"]
-    with pytest.raises(
-        ConfigError, match=r"expert\.params\.frozen_stages.*needs expert\.pretrained"
-    ):
-        load_config(p, frozen)
-    assert (
-        load_config(p, [*frozen, "expert.pretrained=imagenet"]).expert.params["frozen_stages"] == 5
-    )

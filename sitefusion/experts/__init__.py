@@ -1,8 +1,7 @@
 """Site experts: MONAI backbones that embed an image into ``[B, D]``, with a local linear head.
 
 - :mod:`~sitefusion.experts.backbones`: registry of MONAI backbones (:data:`BACKBONES`).
-- :mod:`~sitefusion.experts.expert`: :class:`SiteExpert`, its frozen-trunk view :class:`TrunkTop`
-  and :func:`load_pretrained`.
+- :mod:`~sitefusion.experts.expert`: :class:`SiteExpert` and :func:`load_pretrained`.
 - :mod:`~sitefusion.experts.build`: :func:`build_expert` (a run's network from its config).
 - :mod:`~sitefusion.experts.lite0`: :class:`EfficientNetLite0` (MONAI) and its ImageNet weights.
 - :mod:`~sitefusion.experts.pretrained`: :func:`initial_weights` (weights used + source record).
@@ -19,7 +18,7 @@ from sitefusion.experts.backbones import (
     check_backbone_params,
 )
 from sitefusion.experts.build import build_expert
-from sitefusion.experts.expert import PretrainedLoad, SiteExpert, TrunkTop, load_pretrained
+from sitefusion.experts.expert import PretrainedLoad, SiteExpert, load_pretrained
 from sitefusion.experts.lite0 import EfficientNetLite0
 from sitefusion.experts.pretrained import (
     IMAGENET,
@@ -38,7 +37,6 @@ __all__ = [
     "PretrainedLoad",
     "SiteExpert",
     "StateDictMismatchError",
-    "TrunkTop",
     "average_state_dicts",
     "backbone_spec",
     "build_backbone",

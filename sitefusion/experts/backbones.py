@@ -31,10 +31,9 @@ Backbones (``params`` that may override the defaults in brackets):
     other backbones, so ``expert.out_channels`` still sets D; the ImageNet weights
     (``expert.pretrained: imagenet``) fill everything but ``_fc``. [``dropout`` (on the 1280
     pooled features, 0.2), ``input_scaling`` (``standardized`` for zscore/colour normalizer
-    output, or ``unit`` for [0, 1] output; see :mod:`sitefusion.experts.lite0`),
-    ``frozen_stages`` (0: the stem and the first this many of the 7 stages form a frozen trunk
-    shared by every network of the run; training computes it once per image and trains only
-    the layers above)]. Needs at least 32 pixels along every axis.
+    output, or ``unit`` for [0, 1] output; see :mod:`sitefusion.experts.lite0`)]. The whole
+    network is fine-tuned (docs/benchmarks.md: a frozen ImageNet trunk lost on validation).
+    Needs at least 32 pixels along every axis.
 ``compact``
     A small ``monai.networks.nets.ResNet`` for CPU training: basic blocks ``[1, 1, 1, 1]`` with
     16-32-64-128 filters, a 3-wide stride-2 stem and no max-pool (so a 32 x 32 image still has
@@ -247,7 +246,7 @@ _SPECS: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="efficientnet-lite0",
             build=_efficientnet_lite0,
-            allowed=frozenset({"dropout", "input_scaling", "frozen_stages"}),
+            allowed=frozenset({"dropout", "input_scaling"}),
             min_size=32,
             description="MONAI EfficientNet as EfficientNet-Lite0 (ImageNet weights optional)",
         ),

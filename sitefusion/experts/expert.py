@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,7 +30,7 @@ from torch import nn
 from sitefusion.errors import ArtifactError, ConfigError
 from sitefusion.experts.backbones import backbone_spec, build_backbone, check_backbone_params
 
-__all__ = ["PretrainedLoad", "SiteExpert", "TrunkTop", "load_pretrained"]
+__all__ = ["PretrainedLoad", "SiteExpert", "load_pretrained"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,29 +154,6 @@ class SiteExpert(nn.Module):
         out: torch.Tensor = self.head(self.embed(x))
         return out
 
-    @property
-    def frozen_trunk(self) -> bool:
-        """Whether the backbone has a frozen trunk (``frozen_stages`` > 0, Lite0 only)."""
-        return bool(getattr(self.backbone, "frozen_stages", 0))
-
-    @torch.no_grad()
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """The frozen trunk's feature maps of images ``[B, C, *S]`` (no gradients).
-
-        Raises:
-            ValueError: the backbone has no frozen trunk.
-        """
-        if not self.frozen_trunk:
-            raise ValueError(f"SiteExpert({self.backbone_name}): the backbone has no frozen trunk")
-        self._check_input(x)
-        out: torch.Tensor = self.backbone.trunk(x)  # type: ignore[operator]
-        return out
-
-    def trainable_part(self) -> SiteExpert | TrunkTop:
-        """What a trainer optimises: the expert itself, or, with a frozen trunk, a
-        :class:`TrunkTop` view that takes the trunk's feature maps as input."""
-        return TrunkTop(self) if self.frozen_trunk else self
-
     def describe(self) -> dict[str, Any]:
         """JSON-safe constructor arguments; ``SiteExpert.from_description(d)`` rebuilds it."""
         return {
@@ -196,46 +173,6 @@ class SiteExpert(nn.Module):
             got = sorted(description) if isinstance(description, Mapping) else description
             raise ConfigError(f"expert description has keys {got!r}; expected {sorted(keys)}")
         return cls(**description)
-
-
-class TrunkTop(nn.Module):
-    """The trainable layers of an expert with a frozen trunk, as a network of their own.
-
-    Input: the trunk's feature maps (:meth:`SiteExpert.trunk`), computed once per image by the
-    trainer. It holds the expert's own top modules (the same objects, so training it trains the
-    expert) under the expert's ``state_dict`` keys, and nothing of the trunk: its
-    ``parameters()``, ``train()``/``eval()`` and ``state_dict()`` touch only what trains, which
-    keeps the trunk's ImageNet BatchNorm statistics out of reach of ``update_bn`` and of
-    checkpoints. ``embed`` / ``forward`` / ``head`` mirror :class:`SiteExpert`'s.
-    """
-
-    def __init__(self, expert: SiteExpert) -> None:
-        super().__init__()
-        backbone = nn.Module()
-        for key, module in expert.backbone.top_modules().items():  # type: ignore[operator]
-            owner = backbone
-            *parents, leaf = key.split(".")
-            for part in parents:
-                if not hasattr(owner, part):
-                    owner.add_module(part, nn.Module())
-                owner = getattr(owner, part)
-            owner.add_module(leaf, module)
-        self.backbone = backbone
-        self.head = expert.head
-        self.feature_dim = expert.feature_dim
-        self.num_classes = expert.num_classes
-        # A plain reference, not a submodule: the trunk must not be registered here.
-        self._top: Callable[[torch.Tensor], torch.Tensor] = expert.backbone.top  # type: ignore[assignment]
-
-    def embed(self, maps: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, D]`` of trunk feature maps."""
-        out: torch.Tensor = self._top(_channels_last(maps))
-        return out
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Local class logits ``[B, num_classes]`` of trunk feature maps."""
-        out: torch.Tensor = self.head(self.embed(maps))
-        return out
 
 
 class PretrainedLoad(NamedTuple):

@@ -139,11 +139,6 @@ class EfficientNetLite0(EfficientNet):
         input_scaling: one of :data:`INPUT_SCALINGS`.
         drop_connect_rate: stochastic depth of the residual blocks, as in MONAI and the
             reference (0.2, scaled by block position).
-        frozen_stages: how many of the 7 stages (after the stem) form the frozen *trunk*: the
-            input scaling, the stem and stages ``0 .. frozen_stages - 1`` never train (no
-            gradients, BatchNorm always in eval mode) and :meth:`trunk` / :meth:`top` split the
-            network there, so that a trainer can compute the trunk once per image and train
-            only the top. 0 (the default) trains everything.
     """
 
     input_scale: torch.Tensor
@@ -157,17 +152,7 @@ class EfficientNetLite0(EfficientNet):
         dropout: float = 0.2,
         input_scaling: str = "standardized",
         drop_connect_rate: float = 0.2,
-        frozen_stages: int = 0,
     ) -> None:
-        if (
-            isinstance(frozen_stages, bool)
-            or not isinstance(frozen_stages, int)
-            or not 0 <= frozen_stages < len(LITE0_BLOCKS)
-        ):
-            raise ConfigError(
-                f"efficientnet-lite0: frozen_stages is {frozen_stages!r}; expected an integer "
-                f"from 0 (train everything) to {len(LITE0_BLOCKS) - 1} (train the last stage only)"
-            )
         if input_scaling not in INPUT_SCALINGS:
             raise ConfigError(
                 f"efficientnet-lite0: input_scaling is {input_scaling!r}; valid choices: "
@@ -198,70 +183,12 @@ class EfficientNetLite0(EfficientNet):
         view = (1, in_channels) + (1,) * spatial_dims
         self.register_buffer("input_scale", scale.reshape(view), persistent=False)
         self.register_buffer("input_shift", shift.reshape(view), persistent=False)
-        self.frozen_stages = frozen_stages
-        for module in self.trunk_modules():
-            for param in module.parameters():
-                param.requires_grad_(False)
-        if frozen_stages:
-            self.train(self.training)
-
-    def trunk_modules(self) -> list[nn.Module]:
-        """The modules of the frozen trunk: stem and the first ``frozen_stages`` stages."""
-        if not self.frozen_stages:
-            return []
-        stages = list(self._blocks.children())[: self.frozen_stages]
-        return [self._conv_stem_padding, self._conv_stem, self._bn0, *stages]
-
-    def top_modules(self) -> dict[str, nn.Module]:
-        """The modules above the trunk by their ``state_dict`` prefix (``_blocks.<stage>``,
-        ``_conv_head``, ``_bn1``, ``_fc``, and the parameter-free ones :meth:`top` calls)."""
-        named = dict(self._blocks.named_children())
-        stages = {f"_blocks.{k}": m for k, m in list(named.items())[self.frozen_stages :]}
-        return {
-            **stages,
-            "_conv_head_padding": self._conv_head_padding,
-            "_conv_head": self._conv_head,
-            "_bn1": self._bn1,
-            "_swish": self._swish,
-            "_avg_pooling": self._avg_pooling,
-            "_dropout": self._dropout,
-            "_fc": self._fc,
-        }
-
-    def train(self, mode: bool = True) -> EfficientNetLite0:
-        """As ``nn.Module.train``, but the frozen trunk stays in eval mode (ImageNet BatchNorm
-        statistics, no stochastic depth)."""
-        super().train(mode)
-        for module in self.trunk_modules():
-            module.eval()
-        return self
-
-    def trunk(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Input scaling, stem and the frozen stages: ``[B, C, *S]`` -> the feature map entering
-        stage ``frozen_stages`` (at 96 px and ``frozen_stages`` 5: ``[B, 112, 6, 6]``)."""
-        x = inputs * self.input_scale + self.input_shift
-        x = self._swish(self._bn0(self._conv_stem(self._conv_stem_padding(x))))
-        for stage in list(self._blocks.children())[: self.frozen_stages]:
-            x = stage(x)
-        return x
-
-    def top(self, maps: torch.Tensor) -> torch.Tensor:
-        """The rest of the network on :meth:`trunk`'s output: ``-> [B, num_classes]``."""
-        x = maps
-        for stage in list(self._blocks.children())[self.frozen_stages :]:
-            x = stage(x)
-        x = self._swish(self._bn1(self._conv_head(self._conv_head_padding(x))))
-        x = self._avg_pooling(x).flatten(start_dim=1)
-        out: torch.Tensor = self._fc(self._dropout(x))
-        return out
 
     def set_swish(self, memory_efficient: bool = True) -> None:
         """Does nothing: Lite0 has no swish (MONAI's version would put swish back)."""
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, C, *S]`` (site-normalized) -> ``[B, num_classes]``."""
-        if self.frozen_stages:
-            return self.top(self.trunk(inputs))
         out: torch.Tensor = super().forward(inputs * self.input_scale + self.input_shift)
         return out
 

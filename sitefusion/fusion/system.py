@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sitefusion.experts import SiteExpert, TrunkTop
+from sitefusion.experts import SiteExpert
 from sitefusion.fusion.base import FusionOutput
 from sitefusion.fusion.classifier import FusionClassifier
 
@@ -19,13 +19,9 @@ __all__ = ["FusedSystem", "expert_states", "load_expert_states"]
 
 
 class FusedSystem(nn.Module):
-    """Experts and fusion head as one network: images ``[B, C, *S]`` -> :class:`FusionOutput`.
+    """Experts and fusion head as one network: images ``[B, C, *S]`` -> :class:`FusionOutput`."""
 
-    With experts that have a frozen trunk, a trainer passes their :class:`TrunkTop` views and
-    the trunk's feature maps instead of images.
-    """
-
-    def __init__(self, experts: Sequence[SiteExpert | TrunkTop], head: FusionClassifier) -> None:
+    def __init__(self, experts: Sequence[SiteExpert], head: FusionClassifier) -> None:
         super().__init__()
         if not experts:
             raise ValueError("FusedSystem needs at least one expert")
@@ -34,7 +30,7 @@ class FusedSystem(nn.Module):
 
     def expert_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, E, D]`` and local logits ``[B, E, K]`` of every expert."""
-        experts: list[SiteExpert | TrunkTop] = list(self.experts)  # type: ignore[arg-type]
+        experts: list[SiteExpert] = list(self.experts)  # type: ignore[arg-type]
         zs = [e.embed(x) for e in experts]
         logits = [e.head(z) for e, z in zip(experts, zs, strict=True)]
         return torch.stack(zs, 1), torch.stack(logits, 1)

@@ -19,10 +19,10 @@ import time
 
 from sitefusion.experts import build_expert
 from sitefusion.methods.base import SiteNormalizedNetwork
-from sitefusion.training.context import TrainContext
+from sitefusion.training.context import TrainContext, normalize_rows
 from sitefusion.training.federated import LocalUpdate, federated_average, local_network_update
 from sitefusion.training.schedules import cosine
-from sitefusion.training.stages import initial_state, network_inputs, set_threads
+from sitefusion.training.stages import initial_state, set_threads
 
 __all__ = ["FEDAVG_STEM", "FedAvgMethod", "fedavg_round_lr", "fedavg_round_seed"]
 
@@ -56,24 +56,23 @@ class FedAvgMethod(SiteNormalizedNetwork):
         t0 = time.perf_counter()
         model = build_expert(cfg, ctx.num_classes)
         model.load_state_dict(initial_state(cfg, ctx.run, ctx.num_classes))
-        part = model.trainable_part()
         local = {}
         for site in ctx.sites:
             rows = data.rows("train", site=site)
-            local[site] = (network_inputs(cfg, ctx.run, ctx.bank, data, rows), data.labels[rows])
+            local[site] = (normalize_rows(ctx.bank, data, rows), data.labels[rows])
         ctx.log(
             f"[bold]FedAvg baseline[/]: {fed.fedavg_rounds} rounds x {fed.fedavg_local_epochs} "
             f"local epochs over {len(ctx.sites)} sites (simulated in one process)"
         )
         history = []
         for r in range(fed.fedavg_rounds):
-            start = {k: v.clone() for k, v in part.state_dict().items()}
+            start = {k: v.clone() for k, v in model.state_dict().items()}
             updates: dict[str, LocalUpdate] = {}
             for i, site in enumerate(ctx.sites):
-                part.load_state_dict(start)
+                model.load_state_dict(start)
                 x, y = local[site]
                 updates[site] = local_network_update(
-                    part,
+                    model,
                     x,
                     y,
                     cfg=cfg.training,
@@ -82,9 +81,8 @@ class FedAvgMethod(SiteNormalizedNetwork):
                     lr=fedavg_round_lr(cfg.training.lr, r, fed.fedavg_rounds),
                     seed=fedavg_round_seed(cfg.seed, r, i),
                     mu=fed.proximal_mu,
-                    feature_maps=model.frozen_trunk,
                 )
-            part.load_state_dict(federated_average(updates, sorted(updates)))
+            model.load_state_dict(federated_average(updates, sorted(updates)))
             history.append(
                 {s: {"loss": u.loss, "examples": u.examples} for s, u in updates.items()}
             )

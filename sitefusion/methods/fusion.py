@@ -41,12 +41,16 @@ from sitefusion.methods.base import (
     softmax_rows,
 )
 from sitefusion.rundir import RunDir
-from sitefusion.training.context import HeadRows, TrainContext, calibration_holdout
+from sitefusion.training.context import (
+    HeadRows,
+    TrainContext,
+    calibration_holdout,
+    normalize_rows,
+)
 from sitefusion.training.features import ExpertFeatures
 from sitefusion.training.finetune import compare_soup_to_members, finetune_soup
 from sitefusion.training.fusion_head import fit_fusion
 from sitefusion.training.progress import make_progress
-from sitefusion.training.stages import network_inputs
 
 __all__ = ["FUSION_METHOD_NAMES", "FusionMethod", "fit_head"]
 
@@ -192,15 +196,10 @@ class FusionMethod(Method):
         pos = {rid: i for i, rid in enumerate(data.ids)}
         cache_ids = ctx.require_features().ids
         data_rows = np.array([pos[cache_ids[j]] for j in rows.positions])
-        # Images, or with a frozen trunk its feature maps and the experts' trainable views.
-        images = network_inputs(cfg, ctx.run, ctx.bank, data, data_rows[train_rows])
-        system = FusedSystem([e.trainable_part() for e in experts], head)
+        images = normalize_rows(ctx.bank, data, data_rows[train_rows])
+        system = FusedSystem(experts, head)
         epochs = cfg.fusion.finetune_epochs * cfg.fusion.finetune_soup
-        x_cal = (
-            network_inputs(cfg, ctx.run, ctx.bank, data, data_rows[calib_rows])
-            if calib_rows.any()
-            else None
-        )
+        x_cal = normalize_rows(ctx.bank, data, data_rows[calib_rows]) if calib_rows.any() else None
 
         def holdout_logits(model: FusedSystem) -> np.ndarray:
             """Logits on the held-out fusion-split images (never trained on)."""
@@ -229,7 +228,6 @@ class FusionMethod(Method):
                     if x_cal is not None and cfg.fusion.finetune_soup > 1
                     else None
                 ),
-                feature_maps=experts[0].frozen_trunk,
             )
         ctx.run.write_tensors(
             f"fusion/{self.name}.experts.safetensors", expert_states(experts, ctx.sites)

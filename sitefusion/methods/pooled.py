@@ -22,9 +22,9 @@ from sitefusion.methods.base import (
     softmax_rows,
 )
 from sitefusion.rundir import RunDir
-from sitefusion.training.context import TrainContext
+from sitefusion.training.context import TrainContext, normalize_rows
 from sitefusion.training.features import ExpertFeatures
-from sitefusion.training.stages import network_inputs, train_network
+from sitefusion.training.stages import train_network
 
 __all__ = ["PooledMethod"]
 
@@ -54,9 +54,9 @@ class PooledMethod(Method):
             ctx.run,
             data,
             _STEM,
-            network_inputs(ctx.cfg, ctx.run, ctx.bank, data, tr, pooled=True, console=ctx.console),
+            normalize_rows(ctx.bank, data, tr, pooled=True),
             data.labels[tr],
-            network_inputs(ctx.cfg, ctx.run, ctx.bank, data, va, pooled=True, console=ctx.console),
+            normalize_rows(ctx.bank, data, va, pooled=True),
             data.labels[va],
             ctx.cfg.seed,
             ctx.console,

@@ -16,10 +16,6 @@ returns the input values exactly. Intensity: small per-image scale/shift and Gau
 applied *after* site normalization so that they model residual acquisition variation rather than
 undo normalization.
 
-On the feature maps of a frozen trunk (``feature_maps=True``) only the flips and rotations are
-applied: a zoom of a 6 x 6 map or an intensity change of ReLU6 activations models nothing about
-images. A flipped map is not exactly the map of the flipped image (learned filters are not
-symmetric), so this is a regulariser in the spirit of the image augmentation, not the same one.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ class BatchAugmenter:
     Args:
         spatial_dims: 2 or 3.
         seed: the generator's seed (:meth:`reseed` resets it, so that a resumed epoch repeats).
-        feature_maps: flips and rotations only (a frozen trunk's maps, not images).
         p_crop: probability of a random crop or zoom-out per image.
         zoom: ``(min, max)`` zoom factor of that crop (``> 1`` crops in, ``< 1`` zooms out).
         p_intensity: probability of each of the scale and the shift per image.
@@ -50,7 +45,6 @@ class BatchAugmenter:
         spatial_dims: int,
         seed: int = 0,
         *,
-        feature_maps: bool = False,
         p_crop: float = 0.5,
         zoom: tuple[float, float] = (0.9, 1.2),
         p_intensity: float = 0.5,
@@ -66,12 +60,11 @@ class BatchAugmenter:
         if not 0 < zoom[0] <= zoom[1]:
             raise ValueError(f"zoom must be (min, max) with 0 < min <= max, got {zoom}")
         self.spatial_dims = spatial_dims
-        self.feature_maps = feature_maps
-        self.p_crop = 0.0 if feature_maps else p_crop
+        self.p_crop = p_crop
         self.zoom = zoom
-        self.p_intensity = 0.0 if feature_maps else p_intensity
+        self.p_intensity = p_intensity
         self.intensity = intensity
-        self.p_noise = 0.0 if feature_maps else p_noise
+        self.p_noise = p_noise
         self.noise_std = noise_std
         # theta acts on normalized output coordinates (-1..1, torch's D/H/W order) and gives the
         # input coordinates sampled; border padding repeats the edge on a zoom-out.

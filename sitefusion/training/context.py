@@ -8,7 +8,7 @@ expert computed on one of its own training images, and no test image at all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
@@ -42,9 +42,6 @@ class RunData:
     labels: np.ndarray  # [N] int
     sites: np.ndarray  # [N] str
     ids: list[str]
-    # A frozen trunk's feature maps of every row, per normalizer (site or pooled) and trunk depth,
-    # computed once per process by sitefusion.training.stages.network_inputs.
-    trunk_maps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def rows(self, *split_names: str, site: str | None = None) -> np.ndarray:
         """Row indices of the given splits (and site), in manifest order."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sitefusion.errors import ArtifactError
-from sitefusion.experts import SiteExpert, TrunkTop
+from sitefusion.experts import SiteExpert
 from sitefusion.rundir import RunDir
 
 __all__ = ["ExpertFeatures", "extract_features", "load_feature_cache", "save_feature_cache"]
@@ -44,7 +44,7 @@ class ExpertFeatures:
 
 @torch.inference_mode()
 def extract_features(
-    experts: Sequence[SiteExpert | TrunkTop],
+    experts: Sequence[SiteExpert],
     images: np.ndarray,
     ids: Sequence[str],
     *,
@@ -54,8 +54,7 @@ def extract_features(
 ) -> ExpertFeatures:
     """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``.
 
-    ``experts`` may be :class:`TrunkTop` views with ``images`` their trunk's feature maps. A
-    network that appears more than once in ``experts`` (the random-feature control's untrained
+    A network that appears more than once in ``experts`` (the random-feature control's untrained
     experts are one network) is run once per batch."""
     distinct = list({id(e): e for e in experts}.values())
     for e in distinct:

@@ -84,15 +84,13 @@ def local_network_update(
     lr: float,
     seed: int,
     mu: float = 0.0,
-    feature_maps: bool = False,
 ) -> LocalUpdate:
     """Train ``model`` (already holding the global weights) for ``epochs`` local epochs.
 
     The experts' recipe: square-root class weights of the site's labels, AdamW at ``lr`` (the
     coordinator's rate for this round) with the config's weight decay, the experts'
     augmentation, at least ``cfg.min_steps_per_epoch`` steps per epoch. A fresh optimizer every
-    round, as in FedAvg. ``x`` are the site's normalized images (or a frozen trunk's maps, with
-    ``feature_maps`` and a :class:`~sitefusion.experts.TrunkTop` as ``model``).
+    round, as in FedAvg. ``x`` are the site's normalized images.
     """
     if len(y) < 2:
         raise ValueError(f"a local update needs at least 2 training images; the site has {len(y)}")
@@ -101,7 +99,7 @@ def local_network_update(
     loss_fn = _proximal(nn.CrossEntropyLoss(weight=weight), model, mu)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    augment = BatchAugmenter(x.ndim - 2, seed, feature_maps=feature_maps) if cfg.augment else None
+    augment = BatchAugmenter(x.ndim - 2, seed) if cfg.augment else None
     n = len(y)
     steps = epoch_steps(n, cfg)
 

@@ -45,7 +45,6 @@ def finetune_fusion(
     batch_size: int = 64,
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
-    feature_maps: bool = False,
     class_weight: torch.Tensor | None = None,
     schedule: bool = True,
 ) -> list[float]:
@@ -54,9 +53,7 @@ def finetune_fusion(
     ``presence [M, E]`` are the rows' expert masks (an image never reaches the expert that
     trained on it). Experts learn at ``cfg.finetune_lr``, the head at ``cfg.lr``, both on a
     cosine schedule, with the experts' augmentation and expert dropout. The loss carries
-    scikit-learn's "balanced" class weights, as the frozen-feature heads do. With
-    ``feature_maps`` the inputs are a frozen trunk's maps and the experts are
-    :class:`~sitefusion.experts.TrunkTop` views (flips and rotations only).
+    scikit-learn's "balanced" class weights, as the frozen-feature heads do.
     ``class_weight``: the loss's class weights instead of those of ``labels`` (a federated site
     uses the federation's); ``schedule=False``: the two rates held constant (a federated round,
     whose rates the coordinator sets on its own schedule over the rounds).
@@ -73,7 +70,7 @@ def finetune_fusion(
     )
     weight = class_weights(labels, num_classes, power=1.0) if class_weight is None else class_weight
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    augment = BatchAugmenter(images.ndim - 2, seed, feature_maps=feature_maps)
+    augment = BatchAugmenter(images.ndim - 2, seed)
     n = len(labels)
     total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs
     bases = [group["base"] for group in optimizer.param_groups]
@@ -125,7 +122,6 @@ def finetune_soup(
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_member: Callable[[int, FusedSystem], None] | None = None,
-    feature_maps: bool = False,
 ) -> list[list[float]]:
     """:func:`finetune_fusion` ``cfg.finetune_soup`` times from the same start, then average.
 
@@ -162,7 +158,6 @@ def finetune_soup(
                 batch_size=batch_size,
                 on_epoch=member_epoch,
                 on_batch=on_batch,
-                feature_maps=feature_maps,
             )
         )
         if on_member is not None:

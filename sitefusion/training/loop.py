@@ -128,7 +128,6 @@ def fit_classifier(
     checkpoint_stem: str | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
-    feature_maps: bool = False,
 ) -> FitResult:
     """Train ``model`` (images ``[N, C, *S]`` -> logits ``[N, num_classes]``) and return its best weights.
 
@@ -141,8 +140,6 @@ def fit_classifier(
             follows the same path as an uninterrupted one.
         run, checkpoint_stem: where per-epoch checkpoints go (``None``: no checkpoints).
         on_epoch, on_batch: progress callbacks.
-        feature_maps: the inputs are a frozen trunk's feature maps, not images (augmentation by
-            flips and rotations only).
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -151,7 +148,7 @@ def fit_classifier(
     val_loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spatial_dims = x_train.ndim - 2
-    augment = BatchAugmenter(spatial_dims, seed, feature_maps=feature_maps) if cfg.augment else None
+    augment = BatchAugmenter(spatial_dims, seed) if cfg.augment else None
 
     state = TrainingState(epoch=-1, best_epoch=-1, best_score=-math.inf)
     best: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}

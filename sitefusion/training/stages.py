@@ -35,7 +35,6 @@ __all__ = [
     "fit_normalizers",
     "initial_state",
     "load_experts",
-    "network_inputs",
     "set_threads",
     "train_expert",
     "train_network",
@@ -92,54 +91,6 @@ def initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torch
     return state
 
 
-def network_inputs(
-    cfg: Config,
-    run: RunDir,
-    bank: NormalizerBank,
-    data: RunData,
-    rows: np.ndarray,
-    *,
-    pooled: bool = False,
-    console: Console | None = None,
-) -> np.ndarray:
-    """What this run's trainable networks take for ``rows``: the images normalized by their own
-    site's normalizer (or the pooled one), or, when the experts have a frozen trunk
-    (``expert.params.frozen_stages``), the trunk's feature maps of those images.
-
-    The trunk is the same in every network of the run (the shared initial weights, never
-    trained), so its maps are computed once per image and normalizer and kept on ``data`` for
-    the rest of the process: every stage after that trains and predicts from them.
-    """
-    num_classes = len(data.manifest.classes)
-    if not build_expert(cfg, num_classes).frozen_trunk:
-        return normalize_rows(bank, data, rows, pooled=pooled)
-    key = (
-        f"{'pooled' if pooled else 'site'} normalizer, {cfg.expert.params['frozen_stages']} stages"
-    )
-    if key not in data.trunk_maps:
-        trunk = build_expert(cfg, num_classes)
-        trunk.load_state_dict(initial_state(cfg, run, num_classes))
-        trunk.eval()
-        set_threads(cfg)
-        every = np.arange(len(data.ids))
-        parts = []
-        t0 = time.perf_counter()
-        with make_progress(console) as progress:
-            task = progress.add_task(f"frozen trunk ({key})", total=len(every), info="")
-            for i in range(0, len(every), 128):
-                x = normalize_rows(bank, data, every[i : i + 128], pooled=pooled)
-                parts.append(trunk.trunk(torch.from_numpy(x)).numpy())
-                progress.advance(task, len(x))
-        data.trunk_maps[key] = np.concatenate(parts)
-        maps = data.trunk_maps[key]
-        _log(
-            console,
-            f"  frozen trunk: {len(every)} images -> {tuple(maps.shape[1:])} maps "
-            f"({maps.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s",
-        )
-    return data.trunk_maps[key][rows]
-
-
 def train_network(
     cfg: Config,
     run: RunDir,
@@ -158,13 +109,11 @@ def train_network(
     whole network) and ``<stem>.json``.
 
     It starts from ``start`` (whole-network weights, such as the FedAvg model) or, by default,
-    the shared initial weights. ``x_train`` / ``x_val`` are :func:`network_inputs`: images, or a
-    frozen trunk's maps, in which case only the layers above the trunk train.
+    the shared initial weights. ``x_train`` / ``x_val`` are normalized images.
     """
     num_classes = len(data.manifest.classes)
     model = build_expert(cfg, num_classes)
     model.load_state_dict(start if start is not None else initial_state(cfg, run, num_classes))
-    trained = model.trainable_part()
     set_threads(cfg)
     t0 = time.perf_counter()
     name = Path(stem).name
@@ -184,7 +133,7 @@ def train_network(
                 console.print(f"  {name} {progress.tasks[task].fields['info']}")
 
         result = fit_classifier(
-            trained,
+            model,
             x_train,
             y_train,
             x_val,
@@ -196,13 +145,11 @@ def train_network(
             checkpoint_stem=f"checkpoints/{name}",
             on_epoch=on_epoch,
             on_batch=lambda k: progress.advance(task, k),
-            feature_maps=model.frozen_trunk,
         )
         if result.resumed_from is not None:
             _log(console, f"  {name}: resumed after epoch {result.resumed_from + 1}")
         progress.update(task, completed=cfg.training.epochs * per_epoch)
-    # fit_classifier left its best weights in ``trained``, which shares its modules with
-    # ``model``: the whole network (trunk included) is what the run keeps.
+    # fit_classifier left its best weights in ``model``.
     run.write_tensors(f"{stem}.safetensors", model.state_dict())
     run.write_json(
         f"{stem}.json",
@@ -252,9 +199,9 @@ def train_expert(
         run,
         data,
         stem,
-        network_inputs(cfg, run, bank, data, tr, console=console),
+        normalize_rows(bank, data, tr),
         data.labels[tr],
-        network_inputs(cfg, run, bank, data, va, console=console),
+        normalize_rows(bank, data, va),
         data.labels[va],
         cfg.seed + 1 + order.index(site),
         console,
@@ -289,11 +236,11 @@ def cache_features(
     rows = data.rows("train", "val", "fusion", "test")
     if run.has(rel):
         return load_feature_cache(run, rel)
-    x = network_inputs(cfg, run, bank, data, rows, console=console)
+    x = normalize_rows(bank, data, rows)
     with make_progress(console) as progress:
         task = progress.add_task(f"features {Path(rel).stem}", total=len(rows), info="")
         feats = extract_features(
-            [e.trainable_part() for e in experts],
+            experts,
             x,
             [data.ids[i] for i in rows],
             device=cfg.training.device,

@@ -578,7 +578,7 @@ class _Coordinator:
             expert = build_expert(self.cfg, self.k)
             expert.load_state_dict(self.run.read_tensors(f"experts/{site}.safetensors"))
             experts.append(expert)
-        system = FusedSystem([e.trainable_part() for e in experts], head)
+        system = FusedSystem(experts, head)
         setup = self.run.read_json("federation/head.checkpoint.json")
         weight = torch.tensor(setup["class_weight"])
         ckpt = "federation/finetune.checkpoint"
@@ -671,11 +671,10 @@ class _Coordinator:
             return
         model = build_expert(self.cfg, self.k)
         model.load_state_dict(initial_state(self.cfg, self.run, self.k))
-        part = model.trainable_part()
         ckpt = "federation/fedavg.checkpoint.safetensors"
         history: list[dict[str, Any]] = []
         if self.run.has(ckpt):
-            part.load_state_dict(self.run.read_tensors(ckpt))
+            model.load_state_dict(self.run.read_tensors(ckpt))
             history = self.run.read_json("federation/fedavg.checkpoint.json")
             self.log.say(f"FedAvg: resuming after round {len(history)}")
         rounds = self.fed.fedavg_rounds
@@ -689,13 +688,13 @@ class _Coordinator:
                     seed=fedavg_round_seed(self.cfg.seed, r, 0),
                     mu=self.fed.proximal_mu,
                 ),
-                {f"network.{k}": v for k, v in part.state_dict().items()},
+                {f"network.{k}": v for k, v in model.state_dict().items()},
             )
             state, outcome = self.average_round("fedavg_round", r, payload)
-            part.load_state_dict(state)
+            model.load_state_dict(state)
             history.append(outcome)
             self.run.write_json("federation/fedavg.checkpoint.json", history)
-            self.run.write_tensors(ckpt, part.state_dict())
+            self.run.write_tensors(ckpt, model.state_dict())
         self.run.write_json(
             f"{FEDAVG_STEM}.json",
             {

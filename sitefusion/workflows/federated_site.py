@@ -77,7 +77,7 @@ from sitefusion.fusion.system import FusedSystem
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir import RunDir
 from sitefusion.scoring.ood import MahalanobisOOD
-from sitefusion.training.context import RowInfo, RunData, select_head_rows
+from sitefusion.training.context import RowInfo, RunData, normalize_rows, select_head_rows
 from sitefusion.training.features import ExpertFeatures, load_feature_cache
 from sitefusion.training.federated import (
     feature_moments,
@@ -88,7 +88,6 @@ from sitefusion.training.finetune import finetune_fusion
 from sitefusion.training.stages import (
     cache_features,
     fit_normalizers,
-    network_inputs,
     set_threads,
     train_expert,
 )
@@ -411,7 +410,7 @@ def _finetune_round(setup: SiteSetup, payload: Payload) -> Payload:
         pos = {rid: i for i, rid in enumerate(st.data.ids)}
         data_rows = np.array([pos[feats.ids[j]] for j in rows.positions])
         bank = fit_normalizers(st.cfg, st.run, st.data)
-        x = network_inputs(st.cfg, st.run, bank, st.data, data_rows)
+        x = normalize_rows(bank, st.data, data_rows)
         st.run.write_tensors(
             rel,
             {
@@ -421,13 +420,8 @@ def _finetune_round(setup: SiteSetup, payload: Payload) -> Payload:
             },
         )
     cached = st.run.read_tensors(rel)
-    init = st.run.read_tensors("experts/init.safetensors")  # a frozen trunk's weights
-    experts = []
-    for _ in st.sites:
-        expert = build_expert(st.cfg, k)
-        expert.load_state_dict(init)
-        experts.append(expert)
-    system = FusedSystem([e.trainable_part() for e in experts], _head(payload.meta))
+    experts = [build_expert(st.cfg, k) for _ in st.sites]
+    system = FusedSystem(experts, _head(payload.meta))
     system.load_state_dict(payload.prefixed("system"))
     fusion = dataclasses.replace(
         st.cfg.fusion,
@@ -445,7 +439,6 @@ def _finetune_round(setup: SiteSetup, payload: Payload) -> Payload:
         num_classes=k,
         seed=_round_seed(st, payload.meta, setup.site),
         batch_size=st.cfg.training.batch_size,
-        feature_maps=experts[0].frozen_trunk,
         class_weight=payload.tensors["class_weight"].float(),
         schedule=False,
     )
@@ -460,19 +453,17 @@ def _fedavg_round(setup: SiteSetup, payload: Payload) -> Payload:
         st = _state(setup, payload.meta)
     k = len(st.data.manifest.classes)
     model = build_expert(st.cfg, k)
-    model.load_state_dict(st.run.read_tensors("experts/init.safetensors"))
-    part = model.trainable_part()
-    part.load_state_dict(payload.prefixed("network"))
+    model.load_state_dict(payload.prefixed("network"))
     if not st.run.has(rel):
         bank = fit_normalizers(st.cfg, st.run, st.data)
         rows = st.data.rows("train")
-        x = network_inputs(st.cfg, st.run, bank, st.data, rows)
+        x = normalize_rows(bank, st.data, rows)
         st.run.write_tensors(
             rel, {"x": torch.from_numpy(x), "y": torch.from_numpy(st.data.labels[rows])}
         )
     cached = st.run.read_tensors(rel)
     update = local_network_update(
-        part,
+        model,
         cached["x"].numpy(),
         cached["y"].numpy(),
         cfg=st.cfg.training,
@@ -481,7 +472,6 @@ def _fedavg_round(setup: SiteSetup, payload: Payload) -> Payload:
         lr=float(payload.meta["lr"]),
         seed=_round_seed(st, payload.meta, setup.site),
         mu=float(payload.meta.get("mu", 0.0)),
-        feature_maps=model.frozen_trunk,
     )
     return Payload(
         meta={"site": setup.site, "examples": update.examples, "loss": update.loss},

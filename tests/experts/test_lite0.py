@@ -215,36 +215,3 @@ def test_expert_embeds_at_the_smallest_size_and_refuses_smaller() -> None:
         assert expert.embed(torch.randn(2, 3, 32, 32)).shape == (2, 16)
         with pytest.raises(ValueError, match="at least 32"):
             expert.embed(torch.randn(2, 3, 24, 24))
-
-
-def test_frozen_trunk_splits_the_network_without_changing_it() -> None:
-    torch.manual_seed(0)
-    frozen = SiteExpert("efficientnet-lite0", 2, 3, 16, 4, {"frozen_stages": 4})
-    whole = SiteExpert("efficientnet-lite0", 2, 3, 16, 4)
-    assert list(frozen.state_dict()) == list(whole.state_dict())  # the same keys and run files
-    whole.load_state_dict(frozen.state_dict())
-    frozen.eval(), whole.eval()
-    x = torch.randn(2, 3, 64, 64)
-    maps = frozen.trunk(x)
-    assert maps.shape == (2, 80, 4, 4)  # stage 3's output, stride 16
-    top = frozen.trainable_part()
-    torch.testing.assert_close(top(maps), whole(x), rtol=0, atol=0)
-    torch.testing.assert_close(frozen(x), whole(x), rtol=0, atol=0)
-    # Only the top trains, under the expert's own keys; the trunk's BatchNorm stays in eval mode.
-    trains = {n for n, p in frozen.named_parameters() if p.requires_grad}
-    assert (
-        {f"{k}" for k in top.state_dict() if k in trains}
-        == {n for n, _ in top.named_parameters()}
-        == trains
-    )
-    assert not any(k.startswith(("backbone._conv_stem", "backbone._blocks.3.")) for k in trains)
-    frozen.train()
-    assert not frozen.backbone._bn0.training and frozen.backbone._bn1.training
-    with pytest.raises(ValueError, match="no frozen trunk"):
-        whole.trunk(x)
-
-
-@pytest.mark.parametrize("bad", [-1, 7, 2.0, True])
-def test_frozen_stages_out_of_range_is_refused(bad: object) -> None:
-    with pytest.raises(ConfigError, match=r"frozen_stages is .*expected an integer from 0"):
-        EfficientNetLite0(frozen_stages=bad)  # type: ignore[arg-type]
