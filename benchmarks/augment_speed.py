@@ -90,7 +90,12 @@ def main() -> None:
         y = torch.randint(0, 7, (BATCH,))
         xt = torch.from_numpy(x)
 
-        def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
+        def step(
+            model: nn.Module = model,
+            opt: torch.optim.Optimizer = opt,
+            xt: torch.Tensor = xt,
+            y: torch.Tensor = y,
+        ) -> None:
             model.train()
             loss = nn.functional.cross_entropy(model(xt), y)
             opt.zero_grad()

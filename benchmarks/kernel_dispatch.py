@@ -1,6 +1,6 @@
 """Do the CPU kernels torch picks change what training produces? A 20-step fingerprint.
 
-Trains the expert of ``configs/ham10000.yaml`` (built as ``sitefusion train`` builds it: the
+Trains the expert of ``configs/ham10000-compact.yaml`` (built as ``sitefusion train`` builds it: the
 ``compact`` MONAI ResNet on 3x64x64 inputs, one output per class) for 20 AdamW steps on one fixed batch of random images and prints the instruction set
 torch dispatched to, the final loss and a SHA-256 prefix of the weights. Run it under different
 kernel-selecting environment variables (they must be set before torch starts) and compare the
@@ -25,7 +25,7 @@ from sitefusion.config import load_config
 from sitefusion.experts import build_expert
 from sitefusion.rundir.environment import environment_info
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ham10000.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ham10000-compact.yaml"
 
 
 def main() -> None:

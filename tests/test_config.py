@@ -225,3 +225,15 @@ def test_pretrained_file_must_exist_when_a_run_starts(tmp_path: Path) -> None:
     weights.unlink()
     stored = config_from_dict({"expert": {"pretrained": str(weights)}}, "run/config.yaml")
     assert stored.expert.pretrained == str(weights)
+
+
+def test_experts_start_from_fedavg_only_with_fedavg_and_without_cross_fit(tmp_path: Path) -> None:
+    p = write(tmp_path, "data:\n  channels: 1\n")
+    with pytest.raises(ConfigError, match=r"expert\.start.*set baselines\.fedavg: true"):
+        load_config(p, ["expert.start=fedavg"])
+    with pytest.raises(ConfigError, match=r"fusion\.cross_fit.*set fusion\.cross_fit: false"):
+        load_config(p, ["expert.start=fedavg", "baselines.fedavg=true", "fusion.cross_fit=true"])
+    cfg = load_config(p, ["expert.start=fedavg", "baselines.fedavg=true"])
+    assert cfg.expert.start == "fedavg" and not cfg.fusion.cross_fit
+    with pytest.raises(ConfigError, match="valid choices: initial, fedavg"):
+        load_config(p, ["expert.start=pooled"])

@@ -86,6 +86,8 @@ class FedAvgMethod(SiteNormalizedNetwork):
             history.append(
                 {s: {"loss": u.loss, "examples": u.examples} for s, u in updates.items()}
             )
+            losses = ", ".join(f"{s} {u.loss:.3f}" for s, u in updates.items())
+            ctx.log(f"  FedAvg round {r + 1}/{fed.fedavg_rounds}: local loss {losses}")
         ctx.run.write_json(
             f"{FEDAVG_STEM}.json",
             {

@@ -104,12 +104,13 @@ def train_network(
     console: Console | None,
     *,
     start: dict[str, torch.Tensor] | None = None,
+    start_name: str = "initial",
 ) -> None:
     """Train one network of the experts' architecture and write ``<stem>.safetensors`` (the
     whole network) and ``<stem>.json``.
 
-    It starts from ``start`` (whole-network weights, such as the FedAvg model) or, by default,
-    the shared initial weights. ``x_train`` / ``x_val`` are normalized images.
+    It starts from ``start`` (whole-network weights, such as the FedAvg model; ``start_name``
+    says which, for the JSON record) or, by default, the shared initial weights. ``x_train`` / ``x_val`` are normalized images.
     """
     num_classes = len(data.manifest.classes)
     model = build_expert(cfg, num_classes)
@@ -155,6 +156,7 @@ def train_network(
         f"{stem}.json",
         {
             "expert": model.describe(),
+            "start": start_name if start is not None else "initial",
             "n_train": len(y_train),
             "n_val": len(y_val),
             "best_epoch": result.best_epoch,
@@ -206,6 +208,7 @@ def train_expert(
         cfg.seed + 1 + order.index(site),
         console,
         start=start,
+        start_name=cfg.expert.start,
     )
     return True
 

@@ -18,7 +18,9 @@ the head and of FedAvg are checkpointed after every round):
    lesions) that more than one site holds are found by keyed hashes and get one home site and
    one split everywhere (:func:`reconcile_groups`); each site splits its data and fits its
    normalizer; the normalizers and class counts come back.
-3. ``expert``: each site trains its expert from the shared initial weights.
+3. ``expert``: each site trains its expert from the shared initial weights or, with
+   ``expert.start: fedavg``, fine-tunes it from the FedAvg model (whose rounds, 7, then run
+   before this phase).
 4. ``head_setup``: every expert goes to every site, which caches the features of its own fusion
    rows; aggregates of them come back (the head's standardisation statistics).
 5. ``head_round`` x ``federated.head_rounds``: federated averaging of the fusion head; then,
@@ -123,11 +125,6 @@ def federated_config(cfg: Config) -> Config:
             f"{cfg.source_path}: field 'fusion.finetune_epochs' is {cfg.fusion.finetune_epochs};"
             " it sets the central fine-tuning: set it to 0, and federated.finetune_rounds for "
             "the federated one"
-        )
-    if cfg.expert.start != "initial":
-        raise ConfigError(
-            f"{cfg.source_path}: field 'expert.start' is {cfg.expert.start!r}; a federation "
-            "trains its experts from the initial weights (expert.start: initial)"
         )
     baselines = dataclasses.replace(
         cfg.baselines, pooled=False, stacking=False, random_features=False, fedavg=True
@@ -422,6 +419,10 @@ class _Coordinator:
             return
         self.log.say(f"experts: training at {', '.join(todo)}")
         init_tensors = {f"init.{k}": v for k, v in init.items()}
+        if self.cfg.expert.start == "fedavg":
+            # Each site fine-tunes its expert from the FedAvg model (trained before this phase).
+            fedavg = self.run.read_tensors(f"{FEDAVG_STEM}.safetensors")
+            init_tensors.update({f"start.{k}": v for k, v in fedavg.items()})
         sites, self.sites = self.sites, todo
         try:
             replies = self.ask_all("expert", lambda s: Payload(self._meta("expert"), init_tensors))
@@ -848,6 +849,8 @@ def federate(
         ("fedavg", co.fedavg),
         ("weight_average", co.weight_average),
     ]
+    if cfg.expert.start == "fedavg":  # the experts are fine-tuned from the FedAvg model
+        steps.insert(2, steps.pop(6))
     for name, step in steps:
         t = time.perf_counter()
         step()

@@ -298,11 +298,14 @@ def _expert(setup: SiteSetup, payload: Payload) -> Payload:
     bank = fit_normalizers(st.cfg, st.run, st.data)
     if not st.run.has("experts/init.safetensors"):
         st.run.write_tensors("experts/init.safetensors", payload.prefixed("init"))
-    train_expert(st.cfg, st.run, st.data, bank, setup.site, sites=st.sites)
+    # expert.start 'fedavg': the coordinator sends the FedAvg model to fine-tune from.
+    start = payload.prefixed("start") or None
+    train_expert(st.cfg, st.run, st.data, bank, setup.site, sites=st.sites, start=start)
     summary = st.run.read_json(f"experts/{setup.site}.json")
     return Payload(
         meta={
             "site": setup.site,
+            "start": summary["start"],
             "n_train": summary["n_train"],
             "n_val": summary["n_val"],
             "best_epoch": summary["best_epoch"],

@@ -26,9 +26,8 @@ class _UntilPrepare(LocalTransport):
 
     def __init__(self, setups: list[SiteSetup], last: str = "prepare") -> None:
         super().__init__(setups)
-        self.phases = ("groups", "home_splits", "prepare", "expert")[
-            : ("groups", "home_splits", "prepare", "expert").index(last) + 1
-        ]
+        order = ("groups", "home_splits", "prepare", "fedavg_round", "expert")
+        self.phases = order[: order.index(last) + 1]
 
     def ask(
         self, payloads: Mapping[str, Payload], timeout: float
@@ -173,12 +172,15 @@ def test_a_phase_before_prepare_is_refused_rather_than_splitting_again(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("start", ["initial", "fedavg"])
 def test_federated_experts_are_the_central_experts_bit_for_bit(
-    federated_cfg: Config, synthetic_2d: Path, tmp_path: Path
+    federated_cfg: Config, synthetic_2d: Path, tmp_path: Path, start: str
 ) -> None:
     """Same config, rows, split and initial weights: a site's expert trained at the site is the
     one central training makes (so a difference between the tables is federation's, not
-    the data's). With shared lesions, which only the group key makes split alike."""
+    the data's). With shared lesions, which only the group key makes split alike. With
+    ``expert.start: fedavg`` the federation's FedAvg rounds run first and every site
+    fine-tunes from their model, as central training fine-tunes from its simulated rounds."""
     import torch
     from safetensors.torch import load_file
 
@@ -190,6 +192,9 @@ def test_federated_experts_are_the_central_experts_bit_for_bit(
         data=dataclasses.replace(
             federated_cfg.data, root=str(synthetic_2d.parent), manifest=str(manifest)
         ),
+        expert=dataclasses.replace(federated_cfg.expert, start=start),
+        fusion=dataclasses.replace(federated_cfg.fusion, cross_fit=start == "initial"),
+        baselines=dataclasses.replace(federated_cfg.baselines, fedavg=True),
     )
     sites = ["site_a", "site_b", "site_c"]
     train_run(cfg, tmp_path / "central", sites=sites)
@@ -202,3 +207,8 @@ def test_federated_experts_are_the_central_experts_bit_for_bit(
         b = load_file(out / "experts" / f"{site}.safetensors")
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), site
+        assert json.loads((out / "experts" / f"{site}.json").read_text())["start"] == start
+    if start == "fedavg":  # the model the experts started from is the same on both sides
+        a = load_file(tmp_path / "central" / "baselines" / "fedavg.safetensors")
+        b = load_file(out / "baselines" / "fedavg.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
