@@ -311,6 +311,12 @@ def evaluate_run(
             f"{loaded.root}: leave-one-site-out retrains the fusion on its training features, "
             "which stay at the sites in a federated run"
         )
+    if loso and loaded.cfg.expert.start == "fedavg":
+        raise ArtifactError(
+            f"{loaded.root}: leave-one-site-out needs experts that never saw the held-out site; "
+            "this run's experts were all fine-tuned from the FedAvg model, which learned from "
+            "every site's training images (expert.start: fedavg), so no site is unseen"
+        )
     if manifest is None:
         test = internal_test_manifest(loaded, split)
     else:

@@ -97,6 +97,15 @@ def test_evaluate_missing_run_fails_cleanly(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
+def test_evaluate_split_cannot_be_combined_with_a_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,label,site,group\n")
+    args = ["evaluate", str(tmp_path), "--out", str(tmp_path / "r"), "--split", "val"]
+    result = runner.invoke(app, [*args, "--manifest", str(manifest)])
+    assert result.exit_code == 1
+    assert "--split chooses an internal split" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "missing"), [(["train"], "config"), (["evaluate"], "run_dir"), (["score"], "run_dir")]
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from sitefusion.config import Config
 from sitefusion.data import load_manifest
 from sitefusion.data.splits import load_split_table
+from sitefusion.errors import ArtifactError, UnknownChoiceError
 from sitefusion.evaluation.schema import validate_metrics
 from sitefusion.methods import LoadedRun
 from sitefusion.workflows import (
@@ -154,3 +156,38 @@ def test_evaluation_never_writes_into_the_run(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="generated data set is missing"):
         internal_test_manifest(LoadedRun(out))
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_the_validation_split_is_evaluated_on_request(run_dir: Path, tmp_path: Path) -> None:
+    """``split="val"`` evaluates exactly the validation images, which no head trained on."""
+    loaded = LoadedRun(run_dir)
+    val = internal_test_manifest(loaded, "val")
+    table = load_split_table(run_dir / "splits.csv")
+    wanted = {rid for rid, row in table.items() if row["split"] == "val"}
+    assert {r.id for r in val.records} == wanted and wanted
+    metrics = evaluate_run(run_dir, tmp_path / "val", n_boot=20, split="val")
+    assert metrics["run"]["test_set"] == "internal val split"
+    assert metrics["run"]["n_images"] == len(wanted)
+    with pytest.raises(UnknownChoiceError, match="valid choices: test, val"):
+        internal_test_manifest(loaded, "fusion")
+
+
+def test_loso_is_refused_when_every_expert_started_from_fedavg(
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Callable[..., Config]
+) -> None:
+    """Every expert then learned from every site (through FedAvg): no site is held out."""
+    out = tmp_path / "run"
+    cfg = tiny_config(
+        synthetic_2d,
+        expert__start="fedavg",
+        baselines__fedavg=True,
+        federated__fedavg_rounds=1,
+        training__epochs=1,
+        fusion={"epochs": 5, "hidden": 8},
+    )
+    train_run(cfg, out)
+    with pytest.raises(ArtifactError, match="no site is unseen"):
+        evaluate_run(out, tmp_path / "rep", n_boot=10, loso=True)
+    assert not (tmp_path / "rep" / "metrics.json").exists()
+    expert = json.loads((out / "experts" / "site_a.json").read_text())
+    assert expert["start"] == "fedavg"

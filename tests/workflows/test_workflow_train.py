@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sitefusion.config import Config
-from sitefusion.errors import ArtifactError
+from sitefusion.errors import ArtifactError, ConfigError
 from sitefusion.methods import FusionMethod, LoadedRun
 from sitefusion.rundir import RunDir
 from sitefusion.training import stages as stages_module
@@ -286,3 +286,14 @@ def test_finetuned_fusion_keeps_site_experts_and_predicts(
     # The local expert is the untouched site expert, not the fusion's fine-tuned copy.
     assert preds.features is not None
     assert not np.allclose(preds.own["fusion"]["features"], preds.features.features)
+
+
+def test_one_site_cannot_start_from_a_fedavg_model_that_does_not_exist(
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Tiny
+) -> None:
+    """The per-site pipeline trains one site's expert; with expert.start fedavg it would need a
+    FedAvg model over every site, which only the whole chain or a federation trains."""
+    cfg = tiny_config(synthetic_2d, expert__start="fedavg", baselines__fedavg=True)
+    with pytest.raises(ConfigError, match="run the whole chain"):
+        train_run(cfg, tmp_path / "run", sites=["site_a"])
+    assert not (tmp_path / "run" / "experts" / "site_a.safetensors").exists()
