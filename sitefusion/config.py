@@ -228,7 +228,11 @@ class FederatedConfig:
     every site's local loss (both). ``round_timeout`` (seconds): how long the coordinator waits
     for the sites' replies in one round; a site that misses it is left out of that round (the
     log says so) and the round goes on with the others, if at least ``min_sites`` replied.
-    ``node_timeout``: how long it waits for the sites to connect at the start.
+    ``node_timeout``: how long it waits for the sites to connect at the start. Before averaging,
+    every site's update is checked (tensor names, shapes, dtypes, finite values, an example
+    count within the site's rows); an update whose size (its change from the global weights)
+    is more than ``update_norm_bound`` times the round's median over three or more sites is
+    refused too (0: no bound). A refused update leaves its site out of that round.
     """
 
     head_rounds: int = 20
@@ -241,6 +245,7 @@ class FederatedConfig:
     round_timeout: float = 1800.0
     node_timeout: float = 120.0
     min_sites: int = 2
+    update_norm_bound: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -521,6 +526,8 @@ def _validate(obj: Any, prefix: str, source: str) -> None:
             raise bad("finetune_rounds", obj.finetune_rounds, "0 (off) or a number of rounds")
         if obj.proximal_mu < 0:
             raise bad("proximal_mu", obj.proximal_mu, "0 (FedAvg) or a positive FedProx weight")
+        if not 0 <= obj.update_norm_bound < math.inf:
+            raise bad("update_norm_bound", obj.update_norm_bound, "0 (off) or a positive ratio")
         for name in ("round_timeout", "node_timeout"):
             if not 0 < getattr(obj, name) <= 7 * 86400:
                 raise bad(name, getattr(obj, name), "a positive number of seconds, at most a week")

@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sitefusion"
 LAYERS: list[set[str]] = [
     {"errors", "atomic", "config"},
     {"io", "normalization", "experts", "fusion", "evaluation"},
-    {"data", "rundir", "training"},
+    {"data", "rundir", "training", "federated"},
     {"methods"},
-    {"reporting", "scoring", "federated"},
+    {"reporting", "scoring"},
     {"workflows"},
     {"cli"},
 ]

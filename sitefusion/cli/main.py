@@ -327,11 +327,11 @@ def federate_cmd(
 
     from sitefusion.federated.deploy import (  # lazy: keeps --help fast
         TlsFiles,
+        app_folder,
         flower_env,
         run_app,
         start_process,
         superlink_command,
-        write_app,
         write_connection,
     )
     from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
@@ -370,7 +370,7 @@ def federate_cmd(
             )
         write_connection(work / "flwr_home", "sitefusion", address, tls)
         outcome = run_app(
-            write_app(work / "app"),
+            app_folder(work / "app"),
             "sitefusion",
             config=request,
             out=out,

@@ -9,8 +9,9 @@ ServerApp / ClientApp processes Flower spawns are stopped with it.
 - :func:`superlink_command`, :func:`supernode_command`: the command lines ``sitefusion
   federate`` and ``sitefusion site`` run (TLS with certificate files, or ``--insecure``, which
   is only allowed on loopback addresses).
-- :func:`write_app`: the Flower app folder (``pyproject.toml`` naming sitefusion's ServerApp and
-  ClientApp) that ``flwr run`` bundles.
+- :func:`app_folder`: a copy of the Flower app folder shipped in the package
+  (``sitefusion/federated/app/pyproject.toml`` names sitefusion's ServerApp and ClientApp), which
+  ``flwr run`` bundles.
 - :func:`run_app`: ``flwr run`` against a SuperLink connection, streaming the coordinator's log,
   then the run's final status from ``flwr ls`` (``flwr run`` can exit 0 for a failed run).
 - :class:`LocalFederation`: a SuperLink and SuperNodes on free loopback ports, for the demo and
@@ -33,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,17 +47,15 @@ __all__ = [
     "LocalFederation",
     "RunOutcome",
     "TlsFiles",
+    "app_folder",
     "descendants",
     "flower_env",
     "free_port",
     "run_app",
     "superlink_command",
     "supernode_command",
-    "write_app",
     "write_connection",
 ]
-
-APP_PACKAGE = "sitefusion_flower_app"
 
 
 @dataclass(frozen=True)
@@ -166,52 +166,12 @@ def supernode_command(
     return [*command, "--root-certificates", str(tls.ca)]
 
 
-def write_app(folder: Path) -> Path:
-    """Write the Flower app folder ``flwr run`` bundles and return it."""
-    package = folder / APP_PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(
-        "\n".join(
-            [
-                "[build-system]",
-                'requires = ["hatchling"]',
-                'build-backend = "hatchling.build"',
-                "",
-                "[project]",
-                f'name = "{APP_PACKAGE.replace("_", "-")}"',
-                'version = "1.0.0"',
-                'description = "sitefusion: site experts and their fusion, trained where the data lives"',
-                'license = "Apache-2.0"',
-                "dependencies = []",
-                "",
-                "[tool.hatch.build.targets.wheel]",
-                'packages = ["."]',
-                "",
-                "[tool.flwr.app]",
-                'publisher = "sitefusion"',
-                "",
-                "[tool.flwr.app.components]",
-                f'serverapp = "{APP_PACKAGE}.server:app"',
-                f'clientapp = "{APP_PACKAGE}.client:app"',
-                "",
-                "[tool.flwr.app.config]",
-                'config = ""',
-                'out = ""',
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    (package / "__init__.py").write_text('"""sitefusion\'s Flower app."""\n', encoding="utf-8")
-    (package / "server.py").write_text(
-        "from sitefusion.workflows.flower_apps import server_app as app\n\n__all__ = ['app']\n",
-        encoding="utf-8",
-    )
-    (package / "client.py").write_text(
-        "from sitefusion.workflows.flower_apps import client_app as app\n\n__all__ = ['app']\n",
-        encoding="utf-8",
-    )
-    return folder
+def app_folder(dest: Path) -> Path:
+    """A copy, at ``dest``, of the Flower app folder shipped with sitefusion (its
+    ``pyproject.toml`` names the ServerApp and ClientApp); ``flwr run`` bundles the copy, so the
+    installed package is never written to."""
+    shutil.copytree(files("sitefusion.federated") / "app", dest, dirs_exist_ok=True)  # type: ignore[arg-type]
+    return dest
 
 
 def write_connection(home: Path, name: str, address: str, tls: TlsFiles | None = None) -> None:
@@ -491,7 +451,7 @@ class LocalFederation:
         timeout: float,
         on_line: Callable[[str], None] | None = None,
     ) -> RunOutcome:
-        app = write_app(self.folder / "app")
+        app = app_folder(self.folder / "app")
         return run_app(
             app, "local", config=config, out=out, env=self.env, timeout=timeout, on_line=on_line
         )

@@ -2,10 +2,12 @@
 
 A :class:`~sitefusion.federated.payload.Payload` travels as one ``RecordDict``: ``meta`` (a
 ``ConfigRecord`` holding its JSON), ``tensors`` and ``files`` (``ArrayRecord``\\ s; a file is its
-bytes as a ``uint8`` array). The ServerApp and ClientApp that use them are in
-:mod:`sitefusion.workflows.flower_apps`. Flower starts a fresh ClientApp process per message,
-so each phase is one message per site, and replies arrive in any order: the coordinator keys
-them by site and sums in site order.
+bytes as a ``uint8`` array). Messages go out with Flower's message type ``<kind>.<phase>``, so
+the ClientApp routes each phase to its own handler (:mod:`sitefusion.workflows.federation.
+flower_apps`). Flower starts a fresh ClientApp process per message, and replies arrive in any
+order: the coordinator keys them by site and sums in site order. A Flower error is a
+:class:`~sitefusion.federated.transport.SiteFailure` that says whether asking again can help:
+a node or message that is unavailable is transient, an exception in the ClientApp is not.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from flwr.serverapp import Grid
 from rich.console import Console
 
 from sitefusion.federated.payload import Payload
-from sitefusion.federated.transport import SiteFailure
+from sitefusion.federated.transport import HELLO, SiteFailure
 
-__all__ = ["FlowerTransport", "decode", "encode"]
+__all__ = ["HELLO_TYPE", "FlowerTransport", "decode", "encode"]
 
-_TYPES = {"hello": "query", "prepare": "query", "evaluate": "evaluate"}  # the rest: "train"
+#: The handshake's message type: a node answers it with its site's name.
+HELLO_TYPE = f"query.{HELLO}"
 _HELLO_TIMEOUT = 120.0
+# Flower's error codes (flwr.common.constant.ErrorCode) after which asking again can help.
+_TRANSIENT = {0, 3, 4, 5}  # unknown, message unavailable, reply unavailable, node unavailable
 
 
 def encode(payload: Payload) -> RecordDict:
@@ -79,9 +84,9 @@ class FlowerTransport:
         if self.console is not None:
             self.console.print(message)
 
-    def _message(self, node: int, payload: Payload) -> Message:
-        phase = str(payload.meta.get("phase", ""))
-        return Message(encode(payload), dst_node_id=node, message_type=_TYPES.get(phase, "train"))
+    @staticmethod
+    def _message(node: int, payload: Payload, message_type: str) -> Message:
+        return Message(encode(payload), dst_node_id=node, message_type=message_type)
 
     def _refresh(self, timeout: float = _HELLO_TIMEOUT) -> None:
         """Ask every node not yet known which site it is (waiting at most ``timeout`` seconds);
@@ -92,7 +97,7 @@ class FlowerTransport:
         new = sorted(nodes - set(self.site_of))
         if not new:
             return
-        hello = [self._message(n, Payload({"phase": "hello"})) for n in new]
+        hello = [self._message(n, Payload({"phase": HELLO}), HELLO_TYPE) for n in new]
         for reply in self.grid.send_and_receive(hello, timeout=max(1.0, timeout)):
             if reply.has_error():
                 continue
@@ -115,7 +120,7 @@ class FlowerTransport:
             time.sleep(1.0)
 
     def ask(
-        self, payloads: Mapping[str, Payload], timeout: float
+        self, payloads: Mapping[str, Payload], timeout: float, message_type: str
     ) -> dict[str, Payload | SiteFailure]:
         deadline = time.monotonic() + timeout
         self._refresh(min(_HELLO_TIMEOUT, timeout / 2))
@@ -124,10 +129,10 @@ class FlowerTransport:
         for site, payload in payloads.items():
             node = self._node(site)
             if node is None:
-                replies[site] = SiteFailure("not connected")
+                replies[site] = SiteFailure.lost("not connected")
                 continue
             site_of_node[node] = site
-            messages.append(self._message(node, payload))
+            messages.append(self._message(node, payload, message_type))
         if messages:
             remaining = max(1.0, deadline - time.monotonic())
             for reply in self.grid.send_and_receive(messages, timeout=remaining):
@@ -135,9 +140,11 @@ class FlowerTransport:
                 if sender is None:
                     continue
                 if reply.has_error():
-                    replies[sender] = SiteFailure(str(reply.error.reason))
+                    error = reply.error
+                    transient = int(error.code) in _TRANSIENT
+                    replies[sender] = SiteFailure(str(error.reason), transient=transient)
                 else:
                     replies[sender] = decode(reply.content)
         for site in payloads:
-            replies.setdefault(site, SiteFailure(f"no reply within {timeout:.0f} s"))
+            replies.setdefault(site, SiteFailure.lost(f"no reply within {timeout:.0f} s"))
         return replies

@@ -21,6 +21,7 @@ temperature belong to the method that owns them.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -173,9 +174,7 @@ class FusionMethod(Method):
         elif self.product:
             meta["calibration"] = _out_of_fold_temperature(ctx, self.mode, x, xl, rows)
         meta["seconds"] = time.perf_counter() - t0
-        # The head last: its presence marks the method as finished (resume skips it).
-        ctx.run.write_json(f"fusion/{self.name}.json", meta)
-        ctx.run.write_tensors(f"fusion/{self.name}.safetensors", head.state_dict())
+        self.save(ctx.run, self.name, meta, head)
         extra = f" + {rows.n_cross_fit} cross-fitted" if rows.n_cross_fit else ""
         how = f", experts fine-tuned {cfg.fusion.finetune_epochs} epochs" if tuned else ""
         ctx.log(
@@ -229,9 +228,7 @@ class FusionMethod(Method):
                     else None
                 ),
             )
-        ctx.run.write_tensors(
-            f"fusion/{self.name}.experts.safetensors", expert_states(experts, ctx.sites)
-        )
+        self.save_copies(ctx.run, self.name, experts, ctx.sites)
         meta: dict[str, Any] = {
             "epochs": cfg.fusion.finetune_epochs,
             "soup": cfg.fusion.finetune_soup,
@@ -252,6 +249,22 @@ class FusionMethod(Method):
                 f"({cfg.fusion.calibration_fraction:.0%} of its groups)",
             )
         return meta
+
+    # -- artifacts -------------------------------------------------------------------------------
+    @staticmethod
+    def save(run: RunDir, name: str, meta: dict[str, Any], head: FusionClassifier) -> None:
+        """Write fusion ``name``: its record ``fusion/<name>.json`` (``config``, loss curve,
+        calibration, ...) and then its head, whose presence marks the method as finished.
+        Central training and a federation's coordinator both write through this."""
+        run.write_json(f"fusion/{name}.json", meta)
+        run.write_tensors(f"fusion/{name}.safetensors", head.state_dict())
+
+    @staticmethod
+    def save_copies(
+        run: RunDir, name: str, experts: Sequence[SiteExpert], sites: Sequence[str]
+    ) -> None:
+        """Write a fine-tuned fusion's own expert copies (``fusion/<name>.experts``)."""
+        run.write_tensors(f"fusion/{name}.experts.safetensors", expert_states(experts, sites))
 
     # -- loading and predicting ------------------------------------------------------------------
     def load(self, ctx: LoadContext) -> FusionMethod:

@@ -6,8 +6,11 @@ Artifact: ``baselines/weight_average.safetensors``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sitefusion.experts import average_state_dicts
 from sitefusion.methods.base import SiteNormalizedNetwork
+from sitefusion.rundir import RunDir
 from sitefusion.training.context import TrainContext
 
 __all__ = ["WeightAverage"]
@@ -22,8 +25,14 @@ class WeightAverage(SiteNormalizedNetwork):
     ARTIFACT = _REL
 
     def fit(self, ctx: TrainContext) -> None:
-        if self.is_trained(ctx.run):
-            return
-        states = [ctx.run.read_tensors(f"experts/{s}.safetensors") for s in ctx.sites]
-        sizes = [float(len(ctx.data.rows("train", site=s))) for s in ctx.sites]
-        ctx.run.write_tensors(_REL, average_state_dicts(states, sizes))
+        if not self.is_trained(ctx.run):
+            self.average(ctx.run, ctx.sites)
+
+    @staticmethod
+    def average(run: RunDir, sites: Sequence[str]) -> None:
+        """Write the average of ``run``'s experts of ``sites``, each weighted by its training-set
+        size as its record states (``experts/<site>.json``: ``n_train``); central training and a
+        federation's coordinator both call this."""
+        states = [run.read_tensors(f"experts/{s}.safetensors") for s in sites]
+        sizes = [float(run.read_json(f"experts/{s}.json")["n_train"]) for s in sites]
+        run.write_tensors(_REL, average_state_dicts(states, sizes))

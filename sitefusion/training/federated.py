@@ -43,6 +43,7 @@ __all__ = [
     "federated_average",
     "local_head_update",
     "local_network_update",
+    "proximal_loss",
 ]
 
 
@@ -56,7 +57,7 @@ class LocalUpdate:
     loss: float
 
 
-def _proximal(
+def proximal_loss(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module, mu: float
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss_fn`` plus FedProx's ``mu / 2 * ||w - w_global||^2`` (``w_global``: the weights the
@@ -96,7 +97,7 @@ def local_network_update(
         raise ValueError(f"a local update needs at least 2 training images; the site has {len(y)}")
     torch.manual_seed(seed)
     weight = class_weights(y, num_classes) if cfg.class_weighting else None
-    loss_fn = _proximal(nn.CrossEntropyLoss(weight=weight), model, mu)
+    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), model, mu)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     augment = BatchAugmenter(x.ndim - 2, seed) if cfg.augment else None
@@ -158,7 +159,7 @@ def local_head_update(
     y = torch.from_numpy(labels.astype(np.int64))
     base = torch.from_numpy(presence.astype(bool))
     weight = class_weight if class_weight is not None else class_weights(labels, num_classes, 1.0)
-    loss_fn = _proximal(nn.CrossEntropyLoss(weight=weight), head, mu)
+    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), head, mu)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
     def batches() -> Iterator[Batch]:

@@ -26,6 +26,7 @@ from sitefusion.experts import average_state_dicts
 from sitefusion.fusion.system import FusedSystem
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.engine import Batch, train_epoch
+from sitefusion.training.federated import proximal_loss
 from sitefusion.training.fusion_head import expert_dropout_mask
 from sitefusion.training.loop import class_weights, recompute_batchnorm
 from sitefusion.training.schedules import cosine
@@ -47,6 +48,7 @@ def finetune_fusion(
     on_batch: Callable[[int], None] | None = None,
     class_weight: torch.Tensor | None = None,
     schedule: bool = True,
+    mu: float = 0.0,
 ) -> list[float]:
     """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
 
@@ -56,7 +58,8 @@ def finetune_fusion(
     scikit-learn's "balanced" class weights, as the frozen-feature heads do.
     ``class_weight``: the loss's class weights instead of those of ``labels`` (a federated site
     uses the federation's); ``schedule=False``: the two rates held constant (a federated round,
-    whose rates the coordinator sets on its own schedule over the rounds).
+    whose rates the coordinator sets on its own schedule over the rounds); ``mu > 0``: FedProx's
+    proximal term to the weights ``system`` holds at the start (a federated round's global ones).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -69,7 +72,7 @@ def finetune_fusion(
         weight_decay=1e-4,
     )
     weight = class_weights(labels, num_classes, power=1.0) if class_weight is None else class_weight
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), system, mu)
     augment = BatchAugmenter(images.ndim - 2, seed)
     n = len(labels)
     total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs

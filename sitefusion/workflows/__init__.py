@@ -3,10 +3,8 @@
 - :mod:`~sitefusion.workflows.train`: a config to a finished run directory (resumable stages);
 - :mod:`~sitefusion.workflows.evaluate`: every method of a run on a test set, per site, with
   bootstrap CIs, calibration and leave-one-site-out, written as a report;
-- :mod:`~sitefusion.workflows.federate`: the coordinator of a federated run (phases, rounds,
-  deadlines, the run directory), :mod:`~sitefusion.workflows.federated_site` a site's phases on
-  its own data, :mod:`~sitefusion.workflows.flower_apps` the Flower apps around both (imported
-  by Flower only: it needs ``flwr``).
+- :mod:`~sitefusion.workflows.federation`: the federation (the coordinator's driver over the
+  registered phases, a site's side on its own data, the Flower apps).
 
 Batch scoring is its own package (:mod:`sitefusion.scoring`, at the layer below), which the
 ``score`` command calls directly: it already is that workflow.
@@ -20,8 +18,7 @@ from sitefusion.workflows.evaluate import (
     quick_site_table,
     training_overlap,
 )
-from sitefusion.workflows.federate import LocalTransport, federate, federated_config
-from sitefusion.workflows.federated_site import handle
+from sitefusion.workflows.federation import LocalTransport, federate, federated_config, handle
 from sitefusion.workflows.train import (
     check_config,
     prepare_normalized,

@@ -281,7 +281,11 @@ def train_run(
     if cfg.expert.start == "fedavg":
         # The experts are fine-tuned from the FedAvg model, so it trains before them.
         fedavg = next(m for m in methods if m.name == "fedavg")
-        if sites is not None and not fedavg.is_trained(run):
+        if (
+            sites is not None
+            and set(sites) != set(data.manifest.sites)
+            and not fedavg.is_trained(run)
+        ):
             raise ConfigError(
                 f"{cfg.source_path}: expert.start is 'fedavg', so the site experts start from a "
                 "FedAvg model trained over every site; run the whole chain ('sitefusion train'), "

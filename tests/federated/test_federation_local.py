@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 AGGREGATES = re.compile(
     r"^(moments\.(count|sum|sum_sq)|class_counts|class_weight|labels|probs\.[\w:]+|attention\.\w+"
-    r"|ood\.(count|sum|outer|mean|scale|precision|threshold)|edges|counts)$"
+    r"|ood\.(count|sum|outer)|reference\.(mean|scale|precision|threshold|count)|edges|counts)$"
 )
 
 
@@ -33,10 +33,10 @@ def _weight_names(cfg: Config) -> set[str]:
 
     expert = set(build_expert(cfg, 3).state_dict())
     head = set(FusionClassifier("average_attention", 3, 8, 3, hidden=8).state_dict())
-    prefixed = {
-        f"{p}.{k}" for p in ("init", "network", "site_a", "site_b", "site_c") for k in expert
-    }
-    return expert | head | prefixed | {f"head.{k}" for k in head}
+    sites = ("site_a", "site_b", "site_c")
+    prefixed = {f"{p}.{k}" for p in ("init", "start", "weights") for k in expert}
+    every_expert = {f"experts.{s}.{k}" for s in sites for k in expert}
+    return prefixed | every_expert | {f"weights.{k}" for k in head}
 
 
 def _messages(out: Path) -> list[dict[str, object]]:
@@ -139,12 +139,12 @@ class _Flaky(LocalTransport):
         super().__init__(setups)
         self.lost, self.after, self.rounds = lost, after, 0
 
-    def ask(self, payloads, timeout):  # type: ignore[no-untyped-def]
+    def ask(self, payloads, timeout, message_type):  # type: ignore[no-untyped-def]
         if any(p.meta.get("phase") == "head_round" for p in payloads.values()):
             self.rounds += 1
-        replies = super().ask(payloads, timeout)
+        replies = super().ask(payloads, timeout, message_type)
         if self.rounds > self.after:
-            replies[self.lost] = SiteFailure(f"no reply within {timeout:.0f} s")
+            replies[self.lost] = SiteFailure.lost(f"no reply within {timeout:.0f} s")
         return replies
 
 
@@ -327,7 +327,8 @@ def test_federated_fine_tuning_trains_copies_of_the_experts_and_the_fusion_uses_
         if message["phase"] == "finetune_round":
             names = set(message["tensors"])  # type: ignore[arg-type]
             assert all(
-                n.startswith(("system.", "experts.", "head.")) or n == "class_weight" for n in names
+                n.startswith(("weights.experts.", "weights.head.")) or n == "class_weight"
+                for n in names
             ), names
     metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["methods"]["fusion"]["per_site"]) >= {"site_a", "site_b", "site_c"}

@@ -16,7 +16,7 @@ from sitefusion.data import load_manifest, load_splits, make_splits, split_manif
 from sitefusion.errors import ConfigError, FederationError, SiteFusionError
 from sitefusion.federated import Payload, SiteFailure, SiteSetup, write_group_key
 from sitefusion.workflows import LocalTransport, federate, handle
-from sitefusion.workflows.federate import reconcile_groups
+from sitefusion.workflows.federation import reconcile_groups
 
 STOP = "StopAfterPrepare Error: the test ends the run here"
 
@@ -30,11 +30,11 @@ class _UntilPrepare(LocalTransport):
         self.phases = order[: order.index(last) + 1]
 
     def ask(
-        self, payloads: Mapping[str, Payload], timeout: float
+        self, payloads: Mapping[str, Payload], timeout: float, message_type: str
     ) -> dict[str, Payload | SiteFailure]:
         if any(p.meta.get("phase") not in self.phases for p in payloads.values()):
-            return {site: SiteFailure(STOP) for site in payloads}
-        return super().ask(payloads, timeout)
+            return {site: SiteFailure.error(STOP) for site in payloads}
+        return super().ask(payloads, timeout, message_type)
 
 
 def _shared_manifest(synthetic_2d: Path, folder: Path) -> Path:
