@@ -130,8 +130,8 @@ class Evaluate(OncePhase[EvaluateRequest, EvaluateReply]):
         methods = list(parts[0].methods)
         probs = {}
         for m in methods:
-            p = np.concatenate([part.probs[m].numpy() for part in parts]).astype(np.float64)
-            probs[m] = p / p.sum(1, keepdims=True)  # float32 sums off by ~1e-7 upset sklearn
+            stacked = np.concatenate([part.probs[m].numpy() for part in parts]).astype(np.float64)
+            probs[m] = stacked / stacked.sum(1, keepdims=True)  # float32 sums off by ~1e-7
         attention = {
             m: np.concatenate([p.attention[m].numpy() for p in parts])
             for m in methods
@@ -140,10 +140,10 @@ class Evaluate(OncePhase[EvaluateRequest, EvaluateReply]):
         site = np.concatenate([[p.site] * len(p.groups) for p in parts])
         # Each site's random codes renamed in order of first appearance (its test rows' order):
         # the bootstrap resamples groups in code order, so the report repeats run after run.
-        groups = []
-        for p in parts:
+        groups: list[str] = []
+        for part in parts:
             first: dict[str, str] = {}
-            groups += [first.setdefault(g, f"{p.site}-{len(first):05d}") for g in p.groups]
+            groups += [first.setdefault(g, f"{part.site}-{len(first):05d}") for g in part.groups]
         pset = PredictionSet(
             classes=tuple(co.cfg.data.classes or ()),
             sites=tuple(p.site for p in parts),
