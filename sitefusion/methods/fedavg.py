@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+from sitefusion.evaluation.method_families import FEDAVG
 from sitefusion.experts import build_expert
 from sitefusion.methods.base import SiteNormalizedNetwork
 from sitefusion.training.context import TrainContext, normalize_rows
@@ -43,7 +44,7 @@ def fedavg_round_seed(seed: int, round_index: int, site_index: int) -> int:
 class FedAvgMethod(SiteNormalizedNetwork):
     """One network trained by FedAvg over the sites."""
 
-    name = "fedavg"
+    name = FEDAVG.name
     reads_features = False
     ARTIFACT = f"{FEDAVG_STEM}.safetensors"
 
