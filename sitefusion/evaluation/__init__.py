@@ -2,7 +2,8 @@
 
 Works from a :class:`PredictionSet` (every method's probabilities on the test images) and
 produces the metrics document (:func:`evaluate_predictions`) that :mod:`sitefusion.reporting`
-renders. Metrics are pure functions; evaluation groups images by site and calls them.
+renders. Metrics are pure functions; evaluation groups images by site and calls them. The method
+names it knows are declared once, per family, in :mod:`.method_families`.
 """
 
 from sitefusion.evaluation.bootstrap import (
@@ -33,6 +34,13 @@ from sitefusion.evaluation.harness import (
     evaluate_loso,
     evaluate_predictions,
 )
+from sitefusion.evaluation.method_families import (
+    METHOD_FAMILIES,
+    MethodFamily,
+    MethodVariant,
+    family_of_method,
+    method_family,
+)
 from sitefusion.evaluation.metrics import (
     accuracy,
     balanced_accuracy,
@@ -51,9 +59,12 @@ from sitefusion.evaluation.synthetic import simulate_predictions
 from sitefusion.evaluation.weighted import Metric, get_metric, metric_names
 
 __all__ = [
+    "METHOD_FAMILIES",
     "SCHEMA_VERSION",
     "BootstrapResult",
     "EvaluationError",
+    "MethodFamily",
+    "MethodVariant",
     "Metric",
     "MetricsSchemaError",
     "PredictionSet",
@@ -70,6 +81,7 @@ __all__ = [
     "evaluate_loso",
     "evaluate_predictions",
     "expected_calibration_error",
+    "family_of_method",
     "fit_temperature",
     "get_metric",
     "group_bootstrap_ci",
@@ -77,6 +89,7 @@ __all__ = [
     "load_metrics_schema",
     "macro_auc",
     "macro_roc_curve",
+    "method_family",
     "metric_names",
     "negative_log_likelihood",
     "paired_bootstrap_difference",

@@ -17,6 +17,7 @@ import numpy as np
 
 from sitefusion.errors import UnknownChoiceError
 from sitefusion.evaluation.errors import PredictionSetError
+from sitefusion.evaluation.method_families import FUSION, LOCAL, METHOD_FAMILIES, report_order
 
 __all__ = [
     "BASE_METHODS",
@@ -28,18 +29,11 @@ __all__ = [
 ]
 
 #: Fusion heads (the product is ``fusion``); these may carry attention weights.
-FUSION_METHODS: tuple[str, ...] = ("fusion", "fusion_concat", "fusion_attention")
-#: Every method name except the per-site local experts ``local:<site>``.
-BASE_METHODS: tuple[str, ...] = (
-    *FUSION_METHODS,
-    "pooled",
-    "fedavg",
-    "output_average",
-    "weight_average",
-    "stacking",
-    "random_features",
-)
-_LOCAL = re.compile(r"^local:(?P<site>.+)$")
+FUSION_METHODS: tuple[str, ...] = FUSION.method_names
+#: Every method name except the per-site local experts ``local:<site>``, in report order
+#: (:data:`~sitefusion.evaluation.method_families.METHOD_FAMILIES`).
+BASE_METHODS: tuple[str, ...] = tuple(n for f in METHOD_FAMILIES for n in f.method_names)
+_LOCAL = re.compile(rf"^{re.escape(LOCAL.name)}:(?P<site>.+)$")
 
 # Probabilities are often float32 softmax outputs; rows then sum to 1 only to about 1e-6.
 _ROW_SUM_TOL = 1e-4
@@ -47,7 +41,7 @@ _ROW_SUM_TOL = 1e-4
 
 def local_method(expert: str) -> str:
     """Return the method name of the local expert of site ``expert``: ``"local:<expert>"``."""
-    return f"local:{expert}"
+    return LOCAL.site_method(expert)
 
 
 def check_method_name(name: str, experts: Iterable[str]) -> str:
@@ -63,20 +57,12 @@ def check_method_name(name: str, experts: Iterable[str]) -> str:
 
 
 def canonical_method_order(names: Iterable[str], experts: Iterable[str]) -> list[str]:
-    """Sort method names for reports: fusion heads, pooled, local experts (expert order), rest.
+    """Sort method names for reports: fusion heads, pooled, local experts (expert order), rest
+    (:func:`~sitefusion.evaluation.method_families.report_order`).
 
     Unknown names are kept, after the known ones, in their given order.
     """
-    order = [
-        *FUSION_METHODS,
-        "pooled",
-        "fedavg",
-        *(local_method(e) for e in experts),
-        "output_average",
-        "weight_average",
-        "stacking",
-        "random_features",
-    ]
+    order = report_order(tuple(experts))
     rank = {name: i for i, name in enumerate(order)}
     names = list(names)
     return sorted(names, key=lambda n: (rank.get(n, len(order)), names.index(n)))

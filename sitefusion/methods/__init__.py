@@ -8,7 +8,9 @@ protocol (:class:`Method`: ``fit`` / ``load`` / ``forward`` / ``predict``), and 
 - :mod:`~sitefusion.methods.local`: each site's expert alone (``local:<site>``);
 - :mod:`~sitefusion.methods.output_average`, :mod:`~sitefusion.methods.weight_average`,
   :mod:`~sitefusion.methods.stacking`: the classical ensembles;
-- :mod:`~sitefusion.methods.loaded_run`: a finished run with every method it holds.
+- :mod:`~sitefusion.methods.loaded_run`: a finished run with every method it holds;
+- :mod:`~sitefusion.methods.registry`: each family declared in
+  :mod:`sitefusion.evaluation.method_families` bound to its class, and the methods a config trains.
 """
 
 from sitefusion.methods.base import (

@@ -98,6 +98,13 @@ class Method(ABC):
     #: feature stage).
     reads_features: ClassVar[bool] = True
 
+    @classmethod
+    def configured(cls, cfg: Config, sites: Sequence[str]) -> list[Method]:
+        """The methods of this class that a run of ``cfg`` with experts of ``sites`` trains once
+        its family's switch is on (:func:`sitefusion.methods.registry.configured_methods`): by
+        default one, built without arguments."""
+        return [cls()]
+
     @abstractmethod
     def fit(self, ctx: TrainContext) -> None:
         """Train the method and write its artifacts into ``ctx.run``."""

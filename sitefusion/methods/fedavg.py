@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from sitefusion.config import Config
+from sitefusion.evaluation.method_families import FEDAVG
 from sitefusion.experts import build_expert
 from sitefusion.federated.coordinator import Coordinator, InProcessTransport
 from sitefusion.federated.messages import Request, RoundReply
@@ -61,7 +62,7 @@ def fedavg_round_seed(seed: int, round_index: int, site_index: int) -> int:
 class FedAvgMethod(SiteNormalizedNetwork):
     """One network trained by FedAvg over the sites."""
 
-    name = "fedavg"
+    name = FEDAVG.name
     reads_features = False
     ARTIFACT = f"{FEDAVG_STEM}.safetensors"
 

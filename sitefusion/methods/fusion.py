@@ -31,6 +31,7 @@ from sklearn.model_selection import GroupKFold
 from sitefusion.config import Config
 from sitefusion.errors import ArtifactError
 from sitefusion.evaluation.calibration import temperature_record
+from sitefusion.evaluation.method_families import FUSION
 from sitefusion.experts import SiteExpert, build_expert
 from sitefusion.fusion import FusedSystem, FusionClassifier, expert_states, load_expert_states
 from sitefusion.methods.base import (
@@ -55,12 +56,8 @@ from sitefusion.training.progress import make_progress
 
 __all__ = ["FUSION_METHOD_NAMES", "FusionMethod", "fit_head"]
 
-#: Method name of each fusion mode.
-FUSION_METHOD_NAMES = {
-    "average_attention": "fusion",
-    "concat": "fusion_concat",
-    "attention": "fusion_attention",
-}
+#: Method name of each fusion mode (declared in :mod:`sitefusion.evaluation.method_families`).
+FUSION_METHOD_NAMES = {variant.value: variant.name for variant in FUSION.variants}
 
 
 def fit_head(
@@ -107,6 +104,12 @@ class FusionMethod(Method):
         self.head_: FusionClassifier | None = None
         self.experts_: list[SiteExpert] | None = None  # own fine-tuned copies, if any
         self.temperature_: float = 1.0
+
+    @classmethod
+    def configured(cls, cfg: Config, sites: Sequence[str]) -> list[Method]:
+        """One head per mode of ``fusion.modes``, in that order; the first is the product."""
+        product = cfg.fusion.modes[0]
+        return [cls(mode, product=mode == product) for mode in cfg.fusion.modes]
 
     @classmethod
     def from_head(cls, name: str, head: FusionClassifier) -> FusionMethod:

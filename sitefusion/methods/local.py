@@ -6,8 +6,12 @@ reads that expert's logits from the shared pass through the experts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from sitefusion.config import Config
+from sitefusion.evaluation.method_families import LOCAL
 from sitefusion.methods.base import LoadContext, Method, MethodOutput, OwnOutputs, softmax_rows
 from sitefusion.rundir import RunDir
 from sitefusion.training.context import TrainContext
@@ -18,7 +22,7 @@ __all__ = ["LocalExpert", "local_name"]
 
 def local_name(site: str) -> str:
     """The method name of site ``site``'s expert: ``local:<site>``."""
-    return f"local:{site}"
+    return LOCAL.site_method(site)
 
 
 class LocalExpert(Method):
@@ -28,6 +32,11 @@ class LocalExpert(Method):
         self.site = site
         self.index = index
         self.name = local_name(site)
+
+    @classmethod
+    def configured(cls, cfg: Config, sites: Sequence[str]) -> list[Method]:
+        """One per expert site, in the experts' order."""
+        return [cls(site, i) for i, site in enumerate(sites)]
 
     def is_trained(self, run: RunDir) -> bool:
         return run.has(f"experts/{self.site}.safetensors")

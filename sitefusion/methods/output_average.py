@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sitefusion.evaluation.method_families import OUTPUT_AVERAGE
 from sitefusion.methods.base import LoadContext, Method, MethodOutput, OwnOutputs, softmax_rows
 from sitefusion.rundir import RunDir
 from sitefusion.training.context import TrainContext
@@ -15,7 +16,7 @@ __all__ = ["OutputAverage"]
 class OutputAverage(Method):
     """Mean over the present experts of each expert's class probabilities."""
 
-    name = "output_average"
+    name = OUTPUT_AVERAGE.name
 
     def is_trained(self, run: RunDir) -> bool:
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sitefusion.evaluation.method_families import POOLED
 from sitefusion.experts import SiteExpert
 from sitefusion.methods.base import (
     ImageBatch,
@@ -34,7 +35,7 @@ _STEM = "baselines/pooled"
 class PooledMethod(Method):
     """One network trained on all sites pooled."""
 
-    name = "pooled"
+    name = POOLED.name
     reads_features = False
 
     def __init__(self) -> None:

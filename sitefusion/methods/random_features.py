@@ -8,12 +8,16 @@ starting from the initial weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
+from sitefusion.config import Config
 from sitefusion.errors import ArtifactError
+from sitefusion.evaluation.method_families import RANDOM_FEATURES
 from sitefusion.experts import SiteExpert, build_expert
-from sitefusion.methods.base import ImageBatch, LoadContext
+from sitefusion.methods.base import ImageBatch, LoadContext, Method
 from sitefusion.methods.fusion import FusionMethod, _expert_outputs
 from sitefusion.training.context import TrainContext
 from sitefusion.training.features import ExpertFeatures
@@ -25,8 +29,13 @@ class RandomFeaturesControl(FusionMethod):
     """The product fusion's mode on the untrained initial experts' features."""
 
     def __init__(self, mode: str) -> None:
-        super().__init__(mode, name="random_features")
+        super().__init__(mode, name=RANDOM_FEATURES.name)
         self.initial_: SiteExpert | None = None
+
+    @classmethod
+    def configured(cls, cfg: Config, sites: Sequence[str]) -> list[Method]:
+        """The control on the product fusion's mode (the first of ``fusion.modes``)."""
+        return [cls(cfg.fusion.modes[0])]
 
     def _cache(self, ctx: TrainContext) -> ExpertFeatures:
         if ctx.random_features is None:

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from sitefusion.errors import ArtifactError
+from sitefusion.evaluation.method_families import STACKING
 from sitefusion.methods.base import LoadContext, Method, MethodOutput, OwnOutputs
 from sitefusion.rundir import RunDir
 from sitefusion.training.context import TrainContext
@@ -95,7 +96,7 @@ class StackingMethod(Method):
     """Stacking as a method: fitted on the fusion split only (it cannot mask experts, so it
     cannot use the cross-fitted rows), predicting only when every expert is present."""
 
-    name = "stacking"
+    name = STACKING.name
 
     def __init__(self) -> None:
         self.model_: StackingModel | None = None

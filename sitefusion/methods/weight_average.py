@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sitefusion.evaluation.method_families import WEIGHT_AVERAGE
 from sitefusion.experts import average_state_dicts
 from sitefusion.methods.base import SiteNormalizedNetwork
 from sitefusion.rundir import RunDir
@@ -21,7 +22,7 @@ _REL = "baselines/weight_average.safetensors"
 class WeightAverage(SiteNormalizedNetwork):
     """The experts' weights averaged into one network."""
 
-    name = "weight_average"
+    name = WEIGHT_AVERAGE.name
     ARTIFACT = _REL
 
     def fit(self, ctx: TrainContext) -> None:

@@ -11,16 +11,12 @@ Every normalizer is fitted on ONE site's training images (channel-first ``[C, H,
 
 :func:`make_normalizer` / :func:`load_normalizer` build and load by kind;
 :class:`NormalizerBank` holds one normalizer per site plus a pooled one and applies an
-unseen-site policy (``"nearest"``, ``"self"``, ``"pooled"``).
+unseen-site policy (``"nearest"``, ``"self"``, ``"pooled"``; :mod:`.unseen`). The contract every
+kind follows is :class:`SiteNormalizer` (:mod:`.base`), with its input checks in :mod:`.checks`
+and its JSON artifact in :mod:`.artifacts`.
 """
 
-from sitefusion.normalization.bank import (
-    POOLED_SITE,
-    SELF_SITE,
-    UNSEEN_POLICIES,
-    NormalizedImage,
-    NormalizerBank,
-)
+from sitefusion.normalization.bank import NormalizerBank
 from sitefusion.normalization.base import SIGNATURE_LEVELS, FitAccumulator, SiteNormalizer
 from sitefusion.normalization.colour import ColourNormalizer, lab_to_rgb, rgb_to_lab
 from sitefusion.normalization.histogram import HistogramNormalizer
@@ -31,6 +27,12 @@ from sitefusion.normalization.registry import (
     canonical_kind,
     load_normalizer,
     make_normalizer,
+)
+from sitefusion.normalization.unseen import (
+    POOLED_SITE,
+    SELF_SITE,
+    UNSEEN_POLICIES,
+    NormalizedImage,
 )
 from sitefusion.normalization.zscore import ZScoreNormalizer
 

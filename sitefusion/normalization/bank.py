@@ -3,17 +3,13 @@
 One normalizer per site is fitted on that site's images only; a pooled normalizer is fitted on
 the union of all sites (the "pooled" policy and the pooled-training baseline use it). An image of
 a known site is normalized with its own site's parameters; an image of an unseen site (or with no
-site) follows ``unseen_policy``:
+site) follows ``unseen_policy`` (``"nearest"``, ``"self"``, ``"pooled"``): how each policy
+chooses, the signatures, and the checks of intensities a normalizer cannot represent are in
+:mod:`~sitefusion.normalization.unseen`. Every result is a :class:`NormalizedImage` that says
+which parameters were used and why.
 
-* ``"nearest"`` - the known site whose intensity ``signature_`` is closest to the image's
-  signature (mean absolute difference of the per-channel percentiles);
-* ``"self"`` - a fresh normalizer of the same kind fitted on that image (or batch) alone;
-* ``"pooled"`` - the pooled normalizer.
-
-Every result is a :class:`NormalizedImage` that says which parameters were used and why.
-
-Why this module is long: most of it is the bank's artifact (``bank.json`` plus one file per site,
-each hashed, with every field checked on load and every refusal naming the file and field).
+Half of this module is the bank's artifact (``bank.json`` plus one file per site, each hashed,
+with every field checked on load and every refusal naming the file and field).
 """
 
 from __future__ import annotations
@@ -22,23 +18,29 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
+from sitefusion.atomic import sha256_file
 from sitefusion.errors import ArtifactError, ConfigError, NotFittedError, UnknownChoiceError
-from sitefusion.normalization.base import (
-    SiteNormalizer,
-    as_image,
-    read_json_artifact,
-    require_image_iterable,
-    sha256_file,
-    write_json_atomic,
-)
+from sitefusion.normalization.artifacts import read_json_artifact, write_json_atomic
+from sitefusion.normalization.base import SiteNormalizer
+from sitefusion.normalization.checks import as_image, require_image_iterable
 from sitefusion.normalization.registry import canonical_kind, make_normalizer, normalizer_class
+from sitefusion.normalization.unseen import (
+    POOLED_SITE,
+    SELF_SITE,
+    UNSEEN_POLICIES,
+    NormalizedImage,
+    Policy,
+    check_policy,
+    degenerate_intensities,
+    nearest,
+    outside_fitted_range,
+    signature_distances,
+)
 
 __all__ = [
     "BANK_FILE",
@@ -51,18 +53,6 @@ __all__ = [
     "Policy",
 ]
 
-Policy = Literal["known", "nearest", "self", "pooled"]
-"""How the parameters of a :class:`NormalizedImage` were chosen."""
-
-UNSEEN_POLICIES: tuple[str, ...] = ("nearest", "self", "pooled")
-"""Valid ``unseen_policy`` values of :class:`NormalizerBank`."""
-
-POOLED_SITE = "<pooled>"
-"""``NormalizedImage.site_used`` when the pooled normalizer was used (a reserved site name)."""
-
-SELF_SITE = "<self>"
-"""``NormalizedImage.site_used`` when a normalizer was fitted on the image itself (reserved)."""
-
 BANK_FILE = "bank.json"
 """Index file of a saved bank."""
 
@@ -73,34 +63,12 @@ _FORMAT = "sitefusion.normalizer_bank"
 _RESERVED_STEMS = frozenset({"bank", "_pooled"})
 
 
-@dataclass(frozen=True)
-class NormalizedImage:
-    """One normalized image and where its normalization parameters came from.
-
-    ``array``: float32 ``[C, H, W]`` or ``[C, D, H, W]``; ``site_used``: the site whose
-    parameters were applied, or :data:`POOLED_SITE` / :data:`SELF_SITE`; ``policy``: ``"known"``
-    (the requested site is in the bank) or the unseen-site policy applied; ``requested_site``:
-    the site the caller asked for (``None`` if none).
-    """
-
-    array: npt.NDArray[np.float32]
-    site_used: str
-    policy: Policy
-    requested_site: str | None
-
-
 def _check_site_name(site: object, where: str) -> str:
     if not isinstance(site, str) or not site.strip():
         raise ValueError(f"{where}: site names must be non-empty strings, got {site!r}")
     if site in (POOLED_SITE, SELF_SITE):
         raise ValueError(f"{where}: site name {site!r} is reserved by NormalizerBank")
     return site
-
-
-def _check_policy(policy: object) -> str:
-    if policy not in UNSEEN_POLICIES:
-        raise UnknownChoiceError("unseen-site policy", policy, UNSEEN_POLICIES)
-    return str(policy)
 
 
 def site_file_names(sites: Iterable[str]) -> dict[str, str]:
@@ -119,10 +87,6 @@ def site_file_names(sites: Iterable[str]) -> dict[str, str]:
         used.add(stem.casefold())
         names[site] = f"{stem}.json"
     return names
-
-
-def _signature_distance(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
-    return float(np.mean(np.abs(a - b)))
 
 
 class NormalizerBank:
@@ -155,7 +119,7 @@ class NormalizerBank:
                 f"hyper-parameters, got {params!r}"
             )
         self.params: dict[str, Any] = make_normalizer(self.kind, **dict(params or {})).get_params()
-        self.unseen_policy = _check_policy(unseen_policy)
+        self.unseen_policy = check_policy(unseen_policy)
 
     def __repr__(self) -> str:
         return (
@@ -237,7 +201,7 @@ class NormalizerBank:
                     f"{name}: fitted on {normalizer.n_channels_}-channel images but site "
                     f"{sites[0]!r} on {first.n_channels_}-channel images"
                 )
-        bank = cls(first.kind, first.get_params(), _check_policy(unseen_policy))
+        bank = cls(first.kind, first.get_params(), check_policy(unseen_policy))
         bank.normalizers_ = dict(normalizers)
         bank.pooled_ = pooled
         return bank
@@ -297,21 +261,11 @@ class NormalizerBank:
         (``SiteNormalizer.signature``) in raw intensity units.
         """
         self._require_fitted()
-        signature = SiteNormalizer.signature(image)
-        if signature.shape[0] != self.n_channels_:
-            raise ValueError(
-                f"image has {signature.shape[0]} channel(s) but the bank's sites were fitted on "
-                f"{self.n_channels_}-channel images"
-            )
-        return {
-            site: _signature_distance(signature, normalizer.signature_)
-            for site, normalizer in self.normalizers_.items()
-        }
+        return signature_distances(self.normalizers_, image, self.n_channels_)
 
     def nearest_site(self, image: object) -> str:
         """The known site whose intensity signature is closest to ``image``'s (first on ties)."""
-        distances = self.site_distances(image)
-        return min(distances, key=lambda site: distances[site])
+        return nearest(self.site_distances(image))
 
     def intensity_problem(self, image: object, normalized: NormalizedImage) -> str | None:
         """Why ``image`` lies where its normalizer cannot represent it, or ``None``.
@@ -324,33 +278,15 @@ class NormalizerBank:
         parameters were used (its 1st to 99th percentile, widened by that span on each side).
         """
         raw = np.asarray(image, dtype=np.float64)
-        if raw.size == 0:
-            return "empty image"
-        if float(raw.max()) == float(raw.min()):
-            return f"constant image (every value is {float(raw.min()):g})"
-        out = np.asarray(normalized.array, dtype=np.float64)
-        if float(out.std()) < 1e-6:
-            return (
-                "its intensities are outside what the site normalizer was fitted on: it maps "
-                "the whole image to one value"
-            )
+        problem = degenerate_intensities(raw, normalized)
+        if problem is not None:
+            return problem
         fitted = self.normalizers_.get(normalized.site_used)
         if fitted is None:  # pooled or self-fitted parameters: nothing site-specific to check
             fitted = self.pooled_ if normalized.site_used == POOLED_SITE else None
         if fitted is None:
             return None
-        channels = raw.reshape(raw.shape[0], -1)
-        for c, levels in enumerate(fitted.signature_):
-            low, high = float(levels[0]), float(levels[-1])
-            span = max(high - low, 1e-12)
-            outside = float(np.mean((channels[c] < low - span) | (channels[c] > high + span)))
-            if outside > 0.5:
-                return (
-                    f"{outside:.0%} of channel {c}'s values lie outside the intensity range the "
-                    f"normalizer of {normalized.site_used!r} was fitted on "
-                    f"({low:g} to {high:g}, 1st to 99th percentile)"
-                )
-        return None
+        return outside_fitted_range(raw, fitted, normalized.site_used)
 
     # --------------------------------------------------------------------- transform
 

@@ -17,29 +17,36 @@ Fitting never holds a whole site in memory: each image contributes at most
 ``numpy.random.Generator`` seeded from the ``seed`` hyper-parameter, so fitting is
 deterministic for a given image order.
 
-Why this module is long: it is the whole contract in one place (validation of images and
-hyper-parameters, sampled fitting, the not-fitted error, the versioned JSON artifact and its
-checks on load), so that the four normalizer kinds are only their formulas.
+The contract is in one place (sampled fitting, the not-fitted error, the versioned JSON
+artifact and its checks on load), so that the four normalizer kinds are only their formulas; the
+checks of images and hyper-parameters are in :mod:`~sitefusion.normalization.checks`, the JSON
+file itself in :mod:`~sitefusion.normalization.artifacts`.
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
-import json
-import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from sitefusion.atomic import sha256_file, write_text_atomic
+from sitefusion.atomic import sha256_file
 from sitefusion.errors import ArtifactError, ConfigError, NotFittedError
+from sitefusion.normalization.artifacts import jsonable, read_json_artifact, write_json_atomic
+from sitefusion.normalization.checks import (
+    FloatArray,
+    as_image,
+    check_int,
+    require_image_iterable,
+)
 
+# as_image, read_json_artifact, sha256_file and write_json_atomic were defined or re-exported
+# here before the checks and the artifact I/O had modules of their own; they stay importable.
 __all__ = [
     "SIGNATURE_LEVELS",
     "FitAccumulator",
@@ -50,179 +57,12 @@ __all__ = [
     "write_json_atomic",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-"""Float64 numpy array (internal working precision)."""
-
 SIGNATURE_LEVELS: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
 """Percentile levels of the intensity signature ``[C, len(SIGNATURE_LEVELS)]``."""
 
 _COMMON_FITTED = ("n_images_", "n_channels_", "signature_")
 
 N = TypeVar("N", bound="SiteNormalizer")
-
-
-# --------------------------------------------------------------------------- array checks
-
-
-def as_image(image: object, label: str = "image") -> FloatArray:
-    """Validate one channel-first image and return it as float64 ``[C, H, W]`` / ``[C, D, H, W]``.
-
-    Raises ``ValueError`` naming ``label`` when the array is not 3D/4D, is empty, is not
-    real-valued numeric, or holds NaN / infinite values.
-    """
-    array = np.asarray(image)
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise ValueError(f"{label}: expected a real-valued numeric array, got dtype {array.dtype}")
-    if array.ndim not in (3, 4):
-        raise ValueError(
-            f"{label}: expected a channel-first array [C, H, W] or [C, D, H, W], "
-            f"got shape {tuple(array.shape)}"
-        )
-    if array.size == 0:
-        raise ValueError(f"{label}: empty array of shape {tuple(array.shape)}")
-    values = array.astype(np.float64, copy=False)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{label}: contains NaN or infinite values")
-    return values
-
-
-def require_image_iterable(images: object, what: str) -> None:
-    """Refuse a single array where an iterable of images is expected (``ValueError``)."""
-    # A bare [C, D, H, W] array would iterate over its channels and silently fit on them as
-    # if they were images; demand an explicit iterable instead.
-    if hasattr(images, "shape") and hasattr(images, "dtype"):
-        raise ValueError(
-            f"{what} expects an iterable of channel-first images (a list or generator of "
-            f"[C, H, W] / [C, D, H, W] arrays), not one array of shape "
-            f"{tuple(getattr(images, 'shape', ()))}; wrap a single image in a list, or use "
-            "list(batch) for a stacked batch"
-        )
-
-
-# ------------------------------------------------------------------ hyper-parameter checks
-
-
-def _cfg(owner: str, name: str, expected: str, value: object) -> ConfigError:
-    return ConfigError(f"{owner}: parameter {name!r} must be {expected}, got {value!r}")
-
-
-def check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int >= ``minimum`` or raise :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise _cfg(owner, name, f"an integer >= {minimum}", value)
-    return int(value)
-
-
-def check_float(
-    owner: str,
-    name: str,
-    value: object,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-) -> float:
-    """Return ``value`` as a finite float in ``[low, high]`` (``(low, high]`` if ``low_open``)."""
-    bracket = "(" if low_open else "["
-    expected = f"a finite number in {bracket}{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise _cfg(owner, name, expected, value)
-    number = float(value)
-    too_low = number <= low if low_open else number < low
-    if not math.isfinite(number) or too_low or number > high:
-        raise _cfg(owner, name, expected, value)
-    return number
-
-
-def check_floats(
-    owner: str,
-    name: str,
-    value: object,
-    *,
-    length: int | None = None,
-    min_length: int = 1,
-    low: float = -math.inf,
-    high: float = math.inf,
-    positive: bool = False,
-    increasing: bool = False,
-) -> tuple[float, ...]:
-    """Return ``value`` (a list/tuple of numbers, e.g. from YAML) as a tuple of floats.
-
-    Checks the length (exactly ``length`` or at least ``min_length``), finiteness, the range
-    ``[low, high]``, positivity and strict increase, raising :class:`ConfigError` naming
-    ``name``.
-    """
-    parts = []
-    if length is not None:
-        parts.append(f"{length} numbers")
-    else:
-        parts.append(f"at least {min_length} numbers")
-    if math.isfinite(low) or math.isfinite(high):
-        parts.append(f"each in [{low}, {high}]")
-    if positive:
-        parts.append("each > 0")
-    if increasing:
-        parts.append("strictly increasing")
-    expected = ", ".join(parts)
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
-        raise _cfg(owner, name, expected, value)
-    items = list(value)
-    if (length is not None and len(items) != length) or len(items) < min_length:
-        raise _cfg(owner, name, expected, value)
-    numbers: list[float] = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int | float | np.integer | np.floating):
-            raise _cfg(owner, name, expected, value)
-        number = float(item)
-        if not math.isfinite(number) or number < low or number > high:
-            raise _cfg(owner, name, expected, value)
-        if positive and number <= 0:
-            raise _cfg(owner, name, expected, value)
-        numbers.append(number)
-    if increasing and any(b <= a for a, b in itertools.pairwise(numbers)):
-        raise _cfg(owner, name, expected, value)
-    return tuple(numbers)
-
-
-def _jsonable(value: object) -> Any:
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-# ------------------------------------------------------------------------------ artifacts
-
-
-def write_json_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    Non-finite floats are refused (``ValueError``) so the file is always strict JSON.
-    Returns the path written.
-    """
-    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-def read_json_artifact(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """Read a JSON object from ``path``; raise :class:`ArtifactError` naming the file otherwise."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ArtifactError(f"{path}: cannot read {what}: {err}") from err
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path}: malformed JSON in {what}: {err}") from err
-    if not isinstance(payload, dict):
-        raise ArtifactError(f"{path}: {what} must be a JSON object, found {type(payload).__name__}")
-    return payload
 
 
 # ---------------------------------------------------------------------------- accumulator
@@ -370,7 +210,7 @@ class SiteNormalizer(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """The hyper-parameters as a JSON-safe dict (tuples become lists); ``cls(**p)`` rebuilds."""
-        return {name: _jsonable(getattr(self, name)) for name in self._param_names()}
+        return {name: jsonable(getattr(self, name)) for name in self._param_names()}
 
     @property
     def is_fitted(self) -> bool:
@@ -385,7 +225,7 @@ class SiteNormalizer(ABC):
         """The fitted attributes (names ending in ``_``) as a JSON-safe dict."""
         self._require_fitted()
         names = [*_COMMON_FITTED, *self._fitted_shapes(int(self.n_channels_))]
-        return {name: _jsonable(getattr(self, name)) for name in names}
+        return {name: jsonable(getattr(self, name)) for name in names}
 
     def accumulator(self) -> FitAccumulator:
         """A :class:`FitAccumulator` that fits this normalizer image by image."""

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sitefusion.errors import ConfigError
-from sitefusion.normalization.base import FloatArray, SiteNormalizer, check_float, check_floats
+from sitefusion.normalization.base import SiteNormalizer
+from sitefusion.normalization.checks import FloatArray, check_float, check_floats
 
 __all__ = ["ColourNormalizer", "lab_to_rgb", "rgb_to_lab"]
 

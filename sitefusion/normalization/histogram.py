@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sitefusion.errors import ConfigError
-from sitefusion.normalization.base import FloatArray, SiteNormalizer, check_floats
+from sitefusion.normalization.base import SiteNormalizer
+from sitefusion.normalization.checks import FloatArray, check_floats
 
 __all__ = ["HistogramNormalizer"]
 

@@ -8,7 +8,8 @@ from types import MappingProxyType
 from typing import Any
 
 from sitefusion.errors import ArtifactError, UnknownChoiceError
-from sitefusion.normalization.base import SiteNormalizer, read_json_artifact
+from sitefusion.normalization.artifacts import read_json_artifact
+from sitefusion.normalization.base import SiteNormalizer
 from sitefusion.normalization.colour import ColourNormalizer
 from sitefusion.normalization.histogram import HistogramNormalizer
 from sitefusion.normalization.percentile import PercentileNormalizer

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from sitefusion.evaluation.method_families import METHOD_FAMILIES, family_of_method
+
 __all__ = [
     "METHOD_DESCRIPTIONS",
     "METRIC_LABELS",
@@ -16,22 +18,10 @@ __all__ = [
     "format_value",
 ]
 
-#: Plain-language description of each method, for the report's legend.
+#: Plain-language description of each method but the per-site ones, for the report's legend
+#: (declared in :mod:`sitefusion.evaluation.method_families`).
 METHOD_DESCRIPTIONS: dict[str, str] = {
-    "fusion": "the product: the site experts combined by the trained fusion head",
-    "fusion_concat": "fusion head variant that concatenates the experts' features",
-    "fusion_attention": "fusion head variant that attends over the experts",
-    "pooled": "one model trained on the images of all sites pooled together",
-    "fedavg": (
-        "one model trained by federated averaging over rounds (FedAvg), each site on its own images"
-    ),
-    "output_average": "average of the local experts' predicted probabilities",
-    "weight_average": "one model whose weights are the average of the local experts' weights",
-    "stacking": "a classifier trained on the local experts' outputs",
-    "random_features": (
-        "control: the fusion head on untrained (random) experts; fusion minus this is what the "
-        "trained experts contribute"
-    ),
+    name: family.describe(name) for family in METHOD_FAMILIES for name in family.method_names
 }
 
 #: Human-readable metric names.
@@ -51,9 +41,8 @@ NA = "n/a"
 
 def describe_method(name: str) -> str:
     """One-line description of method ``name`` (``local:<site>`` included)."""
-    if name.startswith("local:"):
-        return f"the expert trained on site {name.split(':', 1)[1]} alone"
-    return METHOD_DESCRIPTIONS.get(name, "")
+    family = family_of_method(name)
+    return family.describe(name) if family is not None else ""
 
 
 def _finite(x: Any) -> bool:

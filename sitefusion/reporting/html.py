@@ -19,6 +19,7 @@ import numpy as np
 from sitefusion.atomic import write_text_atomic as atomic_write_text
 from sitefusion.evaluation.calibration import apply_temperature
 from sitefusion.evaluation.errors import EvaluationError
+from sitefusion.evaluation.method_families import POOLED
 from sitefusion.evaluation.predictions import PredictionSet
 from sitefusion.reporting import figures as f
 from sitefusion.reporting import tables as t
@@ -130,7 +131,7 @@ def _panels(preds: PredictionSet, series: Mapping[str, np.ndarray]) -> list[Any]
 
 def _prediction_figures(metrics: Mapping[str, Any], preds: PredictionSet, side: str) -> str:
     ref = str(metrics.get("settings", {}).get("reference", "fusion"))
-    shown = [m for m in (ref, "pooled") if m in preds.probs] or [next(iter(preds.probs))]
+    shown = [m for m in (ref, POOLED.name) if m in preds.probs] or [next(iter(preds.probs))]
     colours = f.method_colours(list(metrics["methods"]))
     series = {m: np.asarray(preds.probs[m]) for m in shown}
     parts = ["<h2>ROC curves per site</h2>"]

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from sitefusion.evaluation.method_families import POOLED, RANDOM_FEATURES
 from sitefusion.reporting.formatting import format_value
 
 __all__ = ["MISSED_CLASS_MIN", "SMALL_SITE", "Verdict", "summary_points", "verdict"]
@@ -101,7 +102,7 @@ def _per_site(ref: str, verdicts: Mapping[str, Verdict]) -> str:
 
 
 def _random_features(metrics: Mapping[str, Any], ref: str) -> list[str]:
-    margin = (metrics.get("margins") or {}).get("random_features")
+    margin = (metrics.get("margins") or {}).get(RANDOM_FEATURES.name)
     if margin is None:
         return []
     v = verdict(margin)
@@ -175,7 +176,7 @@ def _missed_classes(metrics: Mapping[str, Any], ref: str) -> list[str]:
             text = (
                 f"{ref[:1].upper()}{ref[1:]} recognises none of the {count} {cls} images at {site}"
             )
-            pooled = (methods.get("pooled") or {}).get("per_site", {}).get(site, {})
+            pooled = (methods.get(POOLED.name) or {}).get("per_site", {}).get(site, {})
             other = (pooled.get("per_class_sensitivity") or {}).get(cls)
             if _finite(other):
                 text += f" (pooled: {round(other * count)} of {count})"
@@ -226,7 +227,7 @@ def summary_points(metrics: Mapping[str, Any]) -> list[str]:
     ref = str(metrics.get("settings", {}).get("reference", "fusion"))
     points = _overlap(metrics)
     points += _headline(metrics, ref)
-    points += _versus(metrics, ref, "pooled", "one model trained on all sites pooled")
+    points += _versus(metrics, ref, POOLED.name, "one model trained on all sites pooled")
     points += _random_features(metrics, ref)
     points += _missed_classes(metrics, ref)
     points += _local_transfer(metrics)

@@ -101,12 +101,12 @@ def test_output_folder_inside_the_inputs_is_not_scored(
 def test_an_sr_that_cannot_be_built_never_loses_the_scores(
     scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sitefusion.scoring.batch as batch
+    import sitefusion.scoring.sr_files as sr_files
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("evidence of two studies")
 
-    monkeypatch.setattr(batch, "build_series_sr", broken)
+    monkeypatch.setattr(sr_files, "build_series_sr", broken)
     shutil.copy(pydicom_path("CT_small.dcm"), tmp_path / "ct.dcm")
     out = tmp_path / "out"
     result = CliRunner().invoke(

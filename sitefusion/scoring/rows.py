@@ -1,0 +1,201 @@
+"""The rows of one scoring batch: one fused pass over its images, then one row per item.
+
+The batch is padded to a fixed size before the experts run (a convolution's result can depend
+on the batch size), and the fusion head and the OOD distance are computed per item, so a
+resumed batch gives the same rows as an uninterrupted one. A row holds the fused probabilities
+and expert weights, the OOD distance and flag (feature distance, or intensities the site
+normalizer cannot represent) and, when asked, the paths of the item's Grad-CAM explanation.
+An item the models refuse fails alone: the batch is retried item by item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitefusion.errors import SiteFusionError
+from sitefusion.methods import LoadedRun
+from sitefusion.scoring.explain import GradCamExplainer
+from sitefusion.scoring.reading import LoadedItem
+from sitefusion.scoring.redaction import Redactor
+from sitefusion.scoring.site_resolution import SiteResolution
+
+__all__ = ["BatchScorer"]
+
+_ROUND_PROB = 6
+_ROUND_OOD = 4
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:48] or "item"
+
+
+@dataclass
+class BatchScorer:
+    """Scores the batches of one run's method: the run, the method, the OOD model, the output
+    folder (for explanations) and whether to explain."""
+
+    run: LoadedRun
+    method: str
+    ood: Any
+    out: Path
+    explain: bool
+    _explainer: Any = None
+
+    def _row(self, loaded: LoadedItem, key: str) -> dict[str, Any]:
+        item = loaded.item
+        redact = Redactor(item.identifiers)
+        return {
+            "input": redact(item.input),
+            "status": "error" if loaded.error else "ok",
+            "error": redact(loaded.error) if loaded.error else None,
+            "run_id": self.run.run_id,
+            "method": self.method,
+            "temperature": self.run.temperature(self.method),
+            "study_uid": loaded.study_uid,
+            "series_uid": loaded.series_uid,
+            "sop_uids": list(loaded.sop_uids) or None,
+            "item": item.item_id,
+            "input_sha256": item.content_sha256 or None,
+            "score_key": key,
+        }
+
+    def score_batch(
+        self,
+        batch: list[LoadedItem],
+        size: int,
+        keys: dict[str, str],
+        finished: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Predict the readable items of one batch and hand every item's row to ``finished``."""
+        ready = [b for b in batch if b.array is not None]
+        for b in batch:
+            if b.array is None:
+                finished(self._row(b, keys[b.item.item_id]))
+        if not ready:
+            return
+        try:
+            preds = self._predict(ready, size)
+        except Exception:  # e.g. a normalizer refusing a degenerate image: find which one
+            for b in ready:
+                try:
+                    single = self._predict([b], size)
+                except Exception as err:
+                    b.error = (
+                        f"{b.item.input}: prediction failed: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}"
+                    )
+                    finished(self._row(b, keys[b.item.item_id]))
+                else:
+                    finished(self._scored_row(b, 0, single, keys[b.item.item_id]))
+            return
+        for i, b in enumerate(ready):
+            finished(self._scored_row(b, i, preds, keys[b.item.item_id]))
+
+    def _predict(self, ready: list[LoadedItem], size: int) -> Any:
+        """Expert features and normalization of ``ready`` (conformed) items, in their order.
+
+        The batch is padded to ``size`` with copies of its first image: a convolution's result
+        can depend on the batch size, so an image's features never depend on how many others
+        share its batch (a resumed batch reproduces the uninterrupted one exactly).
+        """
+        arrays = [b.array for b in ready if b.array is not None]
+        sites = [b.resolution.site if b.resolution else None for b in ready]
+        pad = size - len(arrays)
+        images = np.stack(arrays + [arrays[0]] * pad)
+        # Only the experts and the scored fusion: scoring reads nothing else.
+        return self.run.predict(
+            images, sites + [sites[0]] * pad, batch_size=size, methods=[self.method]
+        )
+
+    def _scored_row(self, b: LoadedItem, i: int, preds: Any, key: str) -> dict[str, Any]:
+        feats = preds.features
+        # The head per item: batched matrix products could differ in the last bits.
+        one = self.run.predict_rows(preds, slice(i, i + 1), self.method, calibrated=True)
+        if one is None or one.weights is None:
+            raise SiteFusionError(f"{self.method} gave no prediction for {b.item.input}")
+        probs = np.asarray(one.probs[0], dtype=np.float64)
+        weights = np.asarray(one.weights[0], dtype=np.float64)
+        distance = float(self.ood.score(feats.features[i : i + 1])[0])
+        # Intensities the normalizer cannot represent come first: such an image is flagged
+        # whatever its feature distance (which a constant image can make look ordinary).
+        intensity = self._intensity_problem(b)
+        far = distance > self.ood.threshold_
+        reason = intensity or (
+            f"feature distance {distance:.4g} above the run's threshold {self.ood.threshold_:.4g}"
+            if far
+            else None
+        )
+        k = int(np.argmax(probs))
+        row = self._row(b, key)
+        resolution = b.resolution or SiteResolution(None, "unseen-policy")
+        row.update(
+            {
+                "prediction": self.run.classes[k],
+                **{
+                    f"prob_{c}": round(float(p), _ROUND_PROB)
+                    for c, p in zip(self.run.classes, probs, strict=True)
+                },
+                **{
+                    f"weight_{s}": round(float(w), _ROUND_PROB)
+                    for s, w in zip(self.run.expert_sites, weights, strict=True)
+                },
+                "site": resolution.site,
+                "site_source": resolution.source,
+                "norm_site": preds.norm_site[i],
+                "norm_policy": preds.norm_policy[i],
+                "ood_score": round(distance, _ROUND_OOD),
+                "ood_flag": bool(far or intensity),
+                "ood_reason": reason,
+            }
+        )
+        if self.explain:
+            try:
+                row["explanation"] = self._explain(b, weights, k, probs)
+            except Exception as err:  # the score stands without its picture
+                row["error"] = Redactor(b.item.identifiers)(
+                    f"{b.item.input}: explanation failed: {type(err).__name__}: {err}"
+                )
+        return row
+
+    def _intensity_problem(self, b: LoadedItem) -> str | None:
+        # The item's image normalized once more, as predict did: one per item, cheap beside
+        # the experts.
+        if b.array is None:
+            return None
+        requested = b.resolution.site if b.resolution else None
+        normalized = self.run.bank.transform(b.array, requested)
+        return self.run.bank.intensity_problem(b.array, normalized)
+
+    def _explain(self, b: LoadedItem, weights: np.ndarray, k: int, probs: np.ndarray) -> list[str]:
+        if self._explainer is None:
+            # The fusion's own (fine-tuned) expert copies where it has them: those are the
+            # networks whose weights the fusion relied on.
+            self._explainer = GradCamExplainer(
+                self.run.fusion(self.method).networks or self.run.experts,
+                self.run.expert_sites,
+                self.run.classes,
+                (self.run.channels, *self.run.spatial_size),
+            )
+        if b.array is None:
+            raise SiteFusionError("no image to explain")
+        image = b.array
+        requested = b.resolution.site if b.resolution else None
+        normalized = self.run.bank.transform(image, requested).array
+        name = Path(Redactor(b.item.identifiers)(b.item.input)).name
+        key = f"{_slug(name)}-{b.item.item_id[:10]}"
+        paths: list[str] = self._explainer.explain(
+            self.out,
+            key,
+            image=image,
+            normalized=normalized,
+            weights=weights,
+            class_index=k,
+            probability=float(probs[k]),
+        )
+        return paths
