@@ -22,17 +22,10 @@ from sitefusion.workflows.evaluate import (
 )
 from sitefusion.workflows.federate import LocalTransport, federate, federated_config
 from sitefusion.workflows.federated_site import handle
-from sitefusion.workflows.train import (
-    check_config,
-    prepare_normalized,
-    prepare_run,
-    resolve_data,
-    train_run,
-)
+from sitefusion.workflows.train import prepare_normalized, prepare_run, resolve_data, train_run
 
 __all__ = [
     "LocalTransport",
-    "check_config",
     "evaluate_run",
     "federate",
     "federated_config",

@@ -39,7 +39,6 @@ sites that replied, if at least ``federated.min_sites`` did; the log names the o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
@@ -55,7 +54,13 @@ import yaml
 from rich.console import Console
 
 from sitefusion.atomic import atomic_write
-from sitefusion.config import Config, config_from_dict, config_to_dict, parse_yaml
+from sitefusion.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    federated_config,
+    parse_yaml,
+)
 from sitefusion.errors import ConfigError, FederationError, SiteFusionError
 from sitefusion.evaluation import PredictionSet, evaluate_predictions
 from sitefusion.experts import average_state_dicts, build_expert
@@ -75,7 +80,6 @@ from sitefusion.training.loop import class_weights
 from sitefusion.training.schedules import cosine
 from sitefusion.training.stages import initial_state
 from sitefusion.workflows.federated_site import handle
-from sitefusion.workflows.train import check_config
 
 __all__ = ["LocalTransport", "federate", "federated_config", "reconcile_groups"]
 
@@ -103,34 +107,6 @@ class LocalTransport:
             except SiteFusionError as err:
                 replies[site] = SiteFailure(f"{type(err).__name__}: {err}")
         return replies
-
-
-def federated_config(cfg: Config) -> Config:
-    """The config a federated run trains and records: the product fusion head (fine-tuned end to
-    end only through ``federated.finetune_rounds``), FedAvg, one-shot weight and output
-    averaging, the local experts. Pooled training, stacking and the random-feature control need
-    images in one place."""
-    if not cfg.data.classes:
-        raise ConfigError(
-            f"{cfg.source_path}: field 'data.classes' is empty; a federation needs the class "
-            "list in the config (the coordinator never sees the sites' labels)"
-        )
-    if cfg.normalization.unseen_policy == "pooled":
-        raise ConfigError(
-            f"{cfg.source_path}: field 'normalization.unseen_policy' is 'pooled'; a federation "
-            "has no pooled normalizer (no images in one place): use 'nearest' or 'self'"
-        )
-    if cfg.fusion.finetune_epochs:
-        raise ConfigError(
-            f"{cfg.source_path}: field 'fusion.finetune_epochs' is {cfg.fusion.finetune_epochs};"
-            " it sets the central fine-tuning: set it to 0, and federated.finetune_rounds for "
-            "the federated one"
-        )
-    baselines = dataclasses.replace(
-        cfg.baselines, pooled=False, stacking=False, random_features=False, fedavg=True
-    )
-    fusion = dataclasses.replace(cfg.fusion, modes=(cfg.fusion.modes[0],))
-    return dataclasses.replace(cfg, baselines=baselines, fusion=fusion)
 
 
 class _Log:
@@ -826,7 +802,6 @@ def federate(
 ) -> dict[str, Any]:
     """Run (or resume) a federated run into ``out`` over ``transport``; returns timings, bytes
     per phase and, with ``evaluate``, the metrics (also written to ``out/report``)."""
-    check_config(cfg)
     cfg = federated_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,6 @@ the coordinator cannot reverse without the key), no feature vector of an image.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import re
@@ -66,7 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sitefusion.config import Config, config_from_dict
+from sitefusion.config import Config, config_from_dict, replace
 from sitefusion.data import Manifest, group_splits, load_manifest
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.experts import build_expert
@@ -128,8 +127,8 @@ def _site_config(setup: SiteSetup, meta: Mapping[str, Any]) -> Config:
             f"federated sites read their own CSV manifest; the config's data.source is "
             f"{cfg.data.source!r}"
         )
-    data = dataclasses.replace(cfg.data, root=str(setup.root), manifest=str(setup.manifest))
-    return dataclasses.replace(cfg, data=data)
+    data = replace(cfg.data, root=str(setup.root), manifest=str(setup.manifest))
+    return replace(cfg, data=data)
 
 
 def _run_dir(setup: SiteSetup, meta: Mapping[str, Any]) -> Path:
@@ -426,7 +425,7 @@ def _finetune_round(setup: SiteSetup, payload: Payload) -> Payload:
     experts = [build_expert(st.cfg, k) for _ in st.sites]
     system = FusedSystem(experts, _head(payload.meta))
     system.load_state_dict(payload.prefixed("system"))
-    fusion = dataclasses.replace(
+    fusion = replace(
         st.cfg.fusion,
         finetune_epochs=int(payload.meta["epochs"]),
         finetune_lr=float(payload.meta["lr_experts"]),
