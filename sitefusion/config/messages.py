@@ -56,7 +56,7 @@ def expects(text: str, *, upper: bool = False) -> dict[str, Any]:
     upper bound is answered ``"at most N"`` unless ``upper`` (then ``text`` too, for ranges
     such as ``"a fraction between 0 and 1"``). The text also lands in the JSON schema.
     """
-    return {"expected": text, "expected_upper": upper}
+    return {"expected": text, "expected_upper": True} if upper else {"expected": text}
 
 
 def field_error(field: str, value: Any, expected: str) -> PydanticCustomError:
@@ -176,13 +176,11 @@ def _bound(problem: ErrorDetails, info: FieldInfo | None) -> str:
     """What a value outside a field's bounds should have been."""
     ctx = problem.get("ctx") or {}
     extra = info.json_schema_extra if info is not None else None
-    hint = extra.get("expected") if isinstance(extra, dict) else None
+    words = extra if isinstance(extra, dict) else {}
     upper = problem["type"] in ("less_than", "less_than_equal")
-    if isinstance(hint, str) and (
-        not upper or (isinstance(extra, dict) and extra["expected_upper"])
-    ):
-        return hint
-    for key, words in (
+    if isinstance(words.get("expected"), str) and (not upper or words.get("expected_upper")):
+        return str(words["expected"])
+    for key, text in (
         ("ge", "at least"),
         ("gt", "more than"),
         ("le", "at most"),
@@ -190,7 +188,7 @@ def _bound(problem: ErrorDetails, info: FieldInfo | None) -> str:
     ):
         if key in ctx:
             bound = ctx[key]
-            return f"{words} {bound:,}" if isinstance(bound, int) else f"{words} {bound}"
+            return f"{text} {bound:,}" if isinstance(bound, int) else f"{text} {bound}"
     return str(problem["msg"])  # pragma: no cover - every bound error has one of the four
 
 

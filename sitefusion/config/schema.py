@@ -99,7 +99,10 @@ _RATE = expects("a positive learning rate")
 _DECAY = expects("0 or a positive weight decay")
 #: Seeds feed numpy, torch and scikit-learn; scikit-learn's ``random_state`` takes 32 bits.
 Seed = Annotated[
-    int, Field(ge=0, le=2**32 - 1, json_schema_extra=expects("an integer from 0 to 2**32 - 1"))
+    int,
+    Field(
+        ge=0, le=2**32 - 1, json_schema_extra=expects("an integer from 0 to 2**32 - 1", upper=True)
+    ),
 ]
 
 
