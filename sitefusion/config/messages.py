@@ -240,8 +240,6 @@ def _describe(problem: ErrorDetails, model: type[BaseModel], prefix: str, source
         expected = _bound(problem, info)
     elif kind in ("model_type", "model_attributes_type"):
         expected = f"a mapping of {ctx.get('class_name', 'section')} fields"
-    elif kind in ("too_short", "too_long"):
-        expected = problem["msg"][0].lower() + problem["msg"][1:]
     else:
         expected = _EXPECTED_TYPE.get(kind, str(problem["msg"]))
         if nullable and kind in _EXPECTED_TYPE:

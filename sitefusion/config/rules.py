@@ -68,7 +68,7 @@ def check_backbone(backbone: str, params: Mapping[str, Any]) -> None:
         raise unknown_error(
             f"params.{err.value}", err.choices, f"parameters of backbone {backbone!r}"
         ) from err
-    except SiteFusionError as err:
+    except (SiteFusionError, TypeError, ValueError) as err:  # a value it cannot take
         raise field_message("params", str(err)) from err
 
 
@@ -83,7 +83,7 @@ def check_normalizer(kind: str, params: Mapping[str, Any]) -> None:
         raise unknown_error(
             f"params.{err.value}", err.choices, f"parameters of {kind!r} normalizers"
         ) from err
-    except SiteFusionError as err:
+    except (SiteFusionError, TypeError, ValueError) as err:  # a value it cannot take
         raise field_message("params", str(err)) from err
 
 
