@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from sitefusion.config import load_config
+from sitefusion.config import load_config, replace
 from sitefusion.experts import average_state_dicts, build_expert
 from sitefusion.fusion import FusedSystem
 from sitefusion.methods import LoadedRun
@@ -127,7 +127,7 @@ def main() -> None:
     else:
         loaded = LoadedRun(args.run)
         run, data = prepare_run(loaded.cfg, loaded.root)
-    fusion_cfg = dataclasses.replace(
+    fusion_cfg = replace(
         loaded.cfg.fusion,
         finetune_epochs=args.epochs,
         finetune_lr=args.lr or loaded.cfg.fusion.finetune_lr,
@@ -136,7 +136,7 @@ def main() -> None:
             loaded.cfg.fusion.expert_dropout if args.expert_dropout is None else args.expert_dropout
         ),
     )
-    cfg = dataclasses.replace(loaded.cfg, fusion=fusion_cfg)
+    cfg = replace(loaded.cfg, fusion=fusion_cfg)
     num_classes = len(data.manifest.classes)
     sites = list(data.manifest.sites)
     caches = {

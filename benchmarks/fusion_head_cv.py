@@ -11,7 +11,6 @@ Run: ``.venv/bin/python benchmarks/fusion_head_cv.py runs/ham [--set fusion.epoc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GroupKFold
 
-from sitefusion.config import parse_overrides
+from sitefusion.config import parse_overrides, replace
 from sitefusion.data import load_split_table
 from sitefusion.methods import LoadedRun
 from sitefusion.training.fusion_head import fit_fusion
@@ -82,7 +81,7 @@ def main() -> None:
     print("| variant | " + " | ".join([*loaded.expert_sites, "mean"]) + " |")
     print("|---" * (len(loaded.expert_sites) + 2) + "|")
     for name, change in variants.items():
-        cfg = dataclasses.replace(base, **change)  # type: ignore[arg-type]  # CLI values
+        cfg = replace(base, **change)  # validated: CLI values
         for cross_fit in sorted({base.cross_fit, cfg.cross_fit}):
             s = oof_scores(loaded, cfg, cfg.modes[0], cross_fit)
             label = f"{name} (cross_fit={cross_fit})"

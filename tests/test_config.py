@@ -154,17 +154,22 @@ def test_absurd_sizes_are_refused_naming_the_field(tmp_path: Path, text: str, fi
         load_config(write(tmp_path, text))
 
 
-def test_an_unknown_backbone_is_caught_by_config_before_any_run_exists(tmp_path: Path) -> None:
-    from sitefusion.workflows import check_config, train_run
+def test_an_unknown_backbone_is_refused_when_the_config_is_read(tmp_path: Path) -> None:
+    # The backbone registry's own check runs inside the schema: load_config refuses what a run
+    # would, so no half-made run directory can exist (a Config with this backbone cannot).
+    from sitefusion.config import config_from_dict
 
     p = write(tmp_path, "expert:\n  backbone: resnet9000\n")
-    cfg = load_config(p)
-    with pytest.raises(ConfigError, match=r"c\.yaml: field 'expert'.*resnet9000.*valid choices"):
-        check_config(cfg)
-    out = tmp_path / "run"
-    with pytest.raises(ConfigError, match="resnet9000"):
-        train_run(cfg, out)
-    assert not out.exists()  # nothing half-made to refuse the corrected config later
+    with pytest.raises(
+        ConfigError,
+        match=r"c\.yaml: field 'expert\.backbone' is 'resnet9000'; valid choices: .*compact",
+    ):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"did you mean 'densenet121'"):
+        load_config(p, ["expert.backbone=densenet12"])
+    # A stored config (a run directory's, a federated site's copy) is refused the same way.
+    with pytest.raises(ConfigError, match=r"run/config\.yaml: field 'expert\.backbone'"):
+        config_from_dict({"expert": {"backbone": "resnet9000"}}, "run/config.yaml")
 
 
 LITE0 = ["expert.backbone=efficientnet-lite0", "expert.pretrained=imagenet"]

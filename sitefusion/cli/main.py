@@ -15,7 +15,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from sitefusion.config import Config, config_to_dict, load_config
+from sitefusion.config import Config, config_to_dict, federated_config, load_config
 from sitefusion.errors import SiteFusionError
 
 __all__ = ["app", "main"]
@@ -48,11 +48,8 @@ def _load(config: Path, overrides: list[str] | None) -> Config:
 @app.command("config")
 def config_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     """Validate a config and print it fully resolved (defaults filled in)."""
-    from sitefusion.workflows import check_config  # lazy: keeps --help fast
-
     try:
         cfg = _load(config, set_)
-        check_config(cfg)
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), highlight=False)
@@ -335,15 +332,10 @@ def federate_cmd(
         write_connection,
     )
     from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
-    from sitefusion.workflows import (
-        check_config,  # lazy: keeps --help fast
-        federated_config,  # lazy: keeps --help fast
-    )
 
     link = None
     try:
         cfg = _load(config, set_)
-        check_config(cfg)
         federated_config(cfg)  # refuse what a federation cannot do before starting anything
         tls = TlsFiles(ca, cert, key) if ca is not None else None
         out = out.resolve()

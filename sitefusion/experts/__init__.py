@@ -17,7 +17,7 @@ from sitefusion.experts.backbones import (
     build_backbone,
     check_backbone_params,
 )
-from sitefusion.experts.build import build_expert
+from sitefusion.experts.build import ExpertRunConfig, build_expert
 from sitefusion.experts.expert import PretrainedLoad, SiteExpert, load_pretrained
 from sitefusion.experts.lite0 import EfficientNetLite0
 from sitefusion.experts.pretrained import (
@@ -33,6 +33,7 @@ __all__ = [
     "BackboneSpec",
     "DropoutLinear",
     "EfficientNetLite0",
+    "ExpertRunConfig",
     "InitialWeights",
     "PretrainedLoad",
     "SiteExpert",

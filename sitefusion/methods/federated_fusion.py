@@ -16,14 +16,13 @@ Each phase's site side receives a view of the site's own data (:class:`FusionSit
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from sitefusion.config import Config
+from sitefusion.config import Config, replace
 from sitefusion.errors import FederationError, SiteFusionError
 from sitefusion.experts import build_expert
 from sitefusion.federated.coordinator import Coordinator
@@ -391,7 +390,7 @@ class FinetuneRound(RoundPhase[FinetuneRequest]):
         experts = [build_expert(site.cfg, site.num_classes) for _ in request.sites]
         system = FusedSystem(experts, FusionClassifier.from_config(request.head_config))
         system.load_state_dict(request.weights)
-        fusion = dataclasses.replace(
+        fusion = replace(
             site.cfg.fusion,
             finetune_epochs=request.epochs,
             finetune_lr=request.lr_experts,

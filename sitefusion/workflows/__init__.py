@@ -19,17 +19,10 @@ from sitefusion.workflows.evaluate import (
     training_overlap,
 )
 from sitefusion.workflows.federation import LocalTransport, federate, federated_config, handle
-from sitefusion.workflows.train import (
-    check_config,
-    prepare_normalized,
-    prepare_run,
-    resolve_data,
-    train_run,
-)
+from sitefusion.workflows.train import prepare_normalized, prepare_run, resolve_data, train_run
 
 __all__ = [
     "LocalTransport",
-    "check_config",
     "evaluate_run",
     "federate",
     "federated_config",

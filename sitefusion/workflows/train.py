@@ -41,11 +41,11 @@ from sitefusion.data import (
     make_splits,
     splits_csv,
 )
-from sitefusion.errors import ArtifactError, ConfigError, ManifestError, SiteFusionError
-from sitefusion.experts import build_expert, check_backbone_params
+from sitefusion.errors import ArtifactError, ConfigError, ManifestError
+from sitefusion.experts import build_expert
 from sitefusion.methods import configured_methods
 from sitefusion.methods.fedavg import FedAvgMethod
-from sitefusion.normalization import NormalizerBank, make_normalizer
+from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.rundir.environment import environment_info, record_environment
 from sitefusion.training.context import RunData, TrainContext, head_rows
@@ -60,7 +60,6 @@ from sitefusion.training.stages import (
 )
 
 __all__ = [
-    "check_config",
     "only_site",
     "prepare_normalized",
     "prepare_run",
@@ -116,26 +115,6 @@ def resolve_data(cfg: Config, out: Path, *, generate: bool = True) -> tuple[Path
     return root / cfg.data.manifest, root
 
 
-def check_config(cfg: Config) -> None:
-    """Everything about ``cfg`` that the layers below the config know: the expert backbone and
-    its parameters, the normalizer kind and its parameters. ``sitefusion config`` and every
-    training command run it before anything is written, so a typo never leaves a half-made run
-    directory behind.
-
-    Raises:
-        ConfigError, UnknownChoiceError: naming the config file and the field.
-    """
-    where = cfg.source_path or "<config>"
-    try:
-        check_backbone_params(cfg.expert.backbone, dict(cfg.expert.params))
-    except SiteFusionError as err:
-        raise ConfigError(f"{where}: field 'expert': {err}") from err
-    try:
-        make_normalizer(cfg.normalization.kind, **dict(cfg.normalization.params))
-    except SiteFusionError as err:
-        raise ConfigError(f"{where}: field 'normalization': {err}") from err
-
-
 def prepare_run(
     cfg: Config,
     out: Path,
@@ -154,7 +133,6 @@ def prepare_run(
     ``load_images=False``: everything but the pixels (``data.images`` is empty), for a step that
     works from cached arrays.
     """
-    check_config(cfg)
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sitefusion.config import Config
+from sitefusion.config import Config, replace
 from sitefusion.errors import FederationError
 from sitefusion.federated import Payload, SiteFailure, SiteSetup
 from sitefusion.methods import LoadedRun
@@ -151,16 +151,12 @@ class _Flaky(LocalTransport):
 def test_a_site_lost_in_a_round_is_left_out_and_named(
     federated_cfg: Config, site_setups: list[SiteSetup], tmp_path: Path
 ) -> None:
-    import dataclasses
-
     from rich.console import Console
 
     out = tmp_path / "run"
     console = Console(record=True, width=200)
     transport = _Flaky(site_setups, "site_b", after=1)
-    cfg = dataclasses.replace(
-        federated_cfg, federated=dataclasses.replace(federated_cfg.federated, round_timeout=2.0)
-    )
+    cfg = replace(federated_cfg, federated=replace(federated_cfg.federated, round_timeout=2.0))
     with pytest.raises(
         FederationError, match=r"phase ood_threshold: 1 site\(s\) did not complete \(site_b"
     ):
@@ -196,18 +192,12 @@ def test_a_site_error_stops_the_phase_with_its_message_and_the_run_resumes(
 def test_the_coordinator_refuses_what_a_federation_cannot_do(
     federated_cfg: Config, site_setups: list[SiteSetup], tmp_path: Path
 ) -> None:
-    import dataclasses
-
     from sitefusion.errors import ConfigError
 
-    no_classes = dataclasses.replace(
-        federated_cfg, data=dataclasses.replace(federated_cfg.data, classes=None)
-    )
+    no_classes = replace(federated_cfg, data=replace(federated_cfg.data, classes=None))
     with pytest.raises(ConfigError, match=r"data\.classes"):
         federate(no_classes, tmp_path / "a", LocalTransport(site_setups))
-    tuned = dataclasses.replace(
-        federated_cfg, fusion=dataclasses.replace(federated_cfg.fusion, finetune_epochs=2)
-    )
+    tuned = replace(federated_cfg, fusion=replace(federated_cfg.fusion, finetune_epochs=2))
     with pytest.raises(ConfigError, match="finetune_epochs"):
         federate(tuned, tmp_path / "b", LocalTransport(site_setups))
     assert not (tmp_path / "a" / "experts").exists()
@@ -218,8 +208,6 @@ def test_fedavg_simulated_in_one_process_matches_its_federated_rounds(
 ) -> None:
     """Same splits, normalizers, initial weights, seeds and learning rates: the in-process
     FedAvg baseline (baselines.fedavg) and the federated one end with the same weights."""
-    import dataclasses
-
     import torch
 
     from sitefusion.workflows import train_run
@@ -227,17 +215,17 @@ def test_fedavg_simulated_in_one_process_matches_its_federated_rounds(
     out = tmp_path / "run"
     federate(federated_cfg, out, LocalTransport(site_setups), evaluate=False)
     fed = RunDir(out).read_tensors("baselines/fedavg.safetensors")
-    central_cfg = dataclasses.replace(
+    central_cfg = replace(
         federated_cfg,
-        data=dataclasses.replace(federated_cfg.data, root=str(synthetic_2d.parent)),
-        baselines=dataclasses.replace(
+        data=replace(federated_cfg.data, root=str(synthetic_2d.parent)),
+        baselines=replace(
             federated_cfg.baselines,
             pooled=False,
             stacking=False,
             random_features=False,
             fedavg=True,
         ),
-        fusion=dataclasses.replace(federated_cfg.fusion, modes=("average_attention",)),
+        fusion=replace(federated_cfg.fusion, modes=("average_attention",)),
     )
     train_run(central_cfg, tmp_path / "central")
     central = RunDir(tmp_path / "central").read_tensors("baselines/fedavg.safetensors")
@@ -292,15 +280,11 @@ def test_score_and_evaluate_work_on_a_federated_run_unchanged(
 def test_federated_fine_tuning_trains_copies_of_the_experts_and_the_fusion_uses_them(
     federated_cfg: Config, site_setups: list[SiteSetup], tmp_path: Path
 ) -> None:
-    import dataclasses
-
     import torch
 
-    cfg = dataclasses.replace(
+    cfg = replace(
         federated_cfg,
-        federated=dataclasses.replace(
-            federated_cfg.federated, finetune_rounds=2, finetune_local_epochs=1
-        ),
+        federated=replace(federated_cfg.federated, finetune_rounds=2, finetune_local_epochs=1),
     )
     out = tmp_path / "run"
     federate(cfg, out, LocalTransport(site_setups))

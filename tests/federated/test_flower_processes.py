@@ -4,7 +4,6 @@ within its deadline, not a hang."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sitefusion.config import Config, config_to_dict
+from sitefusion.config import Config, config_to_dict, replace
 from sitefusion.federated import SiteSetup
 from sitefusion.federated.deploy import LocalFederation
 from sitefusion.methods import LoadedRun
@@ -31,10 +30,10 @@ def _request(cfg: Config, folder: Path) -> Path:
 
 
 def _tiny(cfg: Config, **federated: object) -> Config:
-    return dataclasses.replace(
+    return replace(
         cfg,
-        training=dataclasses.replace(cfg.training, epochs=1),
-        federated=dataclasses.replace(cfg.federated, head_rounds=1, fedavg_rounds=1, **federated),
+        training=replace(cfg.training, epochs=1),
+        federated=replace(cfg.federated, head_rounds=1, fedavg_rounds=1, **federated),
     )
 
 

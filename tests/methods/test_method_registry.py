@@ -4,7 +4,6 @@ trains, and the names evaluation and reporting know are the declared ones."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -12,7 +11,7 @@ import pkgutil
 import pytest
 
 import sitefusion.methods
-from sitefusion.config import Config
+from sitefusion.config import Config, replace
 from sitefusion.errors import UnknownChoiceError
 from sitefusion.evaluation.method_families import (
     FUSION,
@@ -53,7 +52,7 @@ def _concrete_method_classes() -> set[type[Method]]:
 
 
 def _with(cfg: Config, **baselines: bool) -> Config:
-    return dataclasses.replace(cfg, baselines=dataclasses.replace(cfg.baselines, **baselines))
+    return replace(cfg, baselines=replace(cfg.baselines, **baselines))
 
 
 def _everything_on() -> Config:
@@ -110,7 +109,7 @@ def test_turning_a_switch_off_drops_exactly_its_family(family: MethodFamily) -> 
 
 def test_the_fusion_modes_switch_trains_one_head_per_listed_mode() -> None:
     cfg = Config()
-    cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, modes=("concat",)))
+    cfg = replace(cfg, fusion=replace(cfg.fusion, modes=("concat",)))
     names = [m.name for m in configured_methods(cfg, SITES)]
     assert [n for n in names if n in FUSION_METHODS] == ["fusion_concat"]
     assert {v.value: v.name for v in FUSION.variants} == FUSION_METHOD_NAMES

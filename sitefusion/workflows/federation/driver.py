@@ -17,7 +17,6 @@ artifacts exist, so a restarted coordinator resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid
@@ -30,7 +29,13 @@ import yaml
 from rich.console import Console
 
 from sitefusion.atomic import atomic_write
-from sitefusion.config import Config, config_from_dict, config_to_dict, parse_yaml
+from sitefusion.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    federated_config,
+    parse_yaml,
+)
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.federated.coordinator import Coordinator
 from sitefusion.federated.payload import Payload
@@ -40,7 +45,6 @@ from sitefusion.rundir import RunDir
 from sitefusion.workflows.federation.evaluate import Evaluate
 from sitefusion.workflows.federation.registry import coordinator_steps
 from sitefusion.workflows.federation.site import handle
-from sitefusion.workflows.train import check_config
 
 __all__ = ["LocalTransport", "federate", "federated_config"]
 
@@ -70,34 +74,6 @@ class LocalTransport:
         return replies
 
 
-def federated_config(cfg: Config) -> Config:
-    """The config a federated run trains and records: the product fusion head (fine-tuned end to
-    end only through ``federated.finetune_rounds``), FedAvg, one-shot weight and output
-    averaging, the local experts. Pooled training, stacking and the random-feature control need
-    images in one place."""
-    if not cfg.data.classes:
-        raise ConfigError(
-            f"{cfg.source_path}: field 'data.classes' is empty; a federation needs the class "
-            "list in the config (the coordinator never sees the sites' labels)"
-        )
-    if cfg.normalization.unseen_policy == "pooled":
-        raise ConfigError(
-            f"{cfg.source_path}: field 'normalization.unseen_policy' is 'pooled'; a federation "
-            "has no pooled normalizer (no images in one place): use 'nearest' or 'self'"
-        )
-    if cfg.fusion.finetune_epochs:
-        raise ConfigError(
-            f"{cfg.source_path}: field 'fusion.finetune_epochs' is {cfg.fusion.finetune_epochs};"
-            " it sets the central fine-tuning: set it to 0, and federated.finetune_rounds for "
-            "the federated one"
-        )
-    baselines = dataclasses.replace(
-        cfg.baselines, pooled=False, stacking=False, random_features=False, fedavg=True
-    )
-    fusion = dataclasses.replace(cfg.fusion, modes=(cfg.fusion.modes[0],))
-    return dataclasses.replace(cfg, baselines=baselines, fusion=fusion)
-
-
 def _write_config(run: RunDir, cfg: Config) -> None:
     if run.has("config.yaml"):
         stored = config_from_dict(
@@ -122,7 +98,6 @@ def federate(
 ) -> dict[str, Any]:
     """Run (or resume) a federated run into ``out`` over ``transport``; returns timings, bytes
     per phase and, with ``evaluate``, the metrics (also written to ``out/report``)."""
-    check_config(cfg)
     cfg = federated_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ no image id or group id, no feature vector of an image.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sitefusion.config import Config, config_from_dict
+from sitefusion.config import Config, config_from_dict, replace
 from sitefusion.errors import ConfigError, SiteFusionError
 from sitefusion.experts import build_expert
 from sitefusion.federated.messages import Request
@@ -47,8 +46,8 @@ def site_config(setup: SiteSetup, raw: Mapping[str, Any]) -> Config:
             f"federated sites read their own CSV manifest; the config's data.source is "
             f"{cfg.data.source!r}"
         )
-    data = dataclasses.replace(cfg.data, root=str(setup.root), manifest=str(setup.manifest))
-    return dataclasses.replace(cfg, data=data)
+    data = replace(cfg.data, root=str(setup.root), manifest=str(setup.manifest))
+    return replace(cfg, data=data)
 
 
 class SiteSession:
