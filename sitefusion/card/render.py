@@ -1,0 +1,266 @@
+"""Render a model card (the dict of :func:`~sitefusion.card.build.build_model_card`) as Markdown.
+
+Written for the clinician who decides whether to use the model: what it does and for whom,
+how well it did at each site (with 95% intervals), when not to trust it, then the technical
+record. It renders only what the card holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["render_model_card"]
+
+_NAMES = {
+    "balanced_accuracy": "Balanced accuracy",
+    "macro_auc": "Macro AUC",
+    "ece": "ECE",
+    "brier": "Brier",
+}
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _share(fraction: float) -> str:
+    """A class's share of a site's images; a class that is present never reads 0%."""
+    return "<1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
+
+
+def _with_ci(entry: Mapping[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    ci = entry.get("ci95")
+    if ci and None not in ci:
+        return f"{entry['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{entry['value']:.3f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _performance(metrics: Mapping[str, Any] | None) -> list[str]:
+    if not metrics:
+        return [
+            "No evaluation report was attached to this card (`sitefusion card RUN --report "
+            "REPORT_DIR`): its performance is **not stated here**. Do not use the model until "
+            "it has been evaluated.",
+        ]
+    level = metrics.get("ci_level") or 0.95
+    lines = [
+        f"Measured on the {metrics.get('test_set') or 'test set'} ({metrics.get('n_images')} "
+        f"images; report `{metrics.get('report')}`), method `{metrics.get('method')}`. Brackets: "
+        f"{level:.0%} confidence intervals from {metrics.get('bootstrap')} bootstrap resamples "
+        "of patients/lesions within each site. Balanced accuracy is the mean sensitivity over "
+        "the classes present at a site (chance is 1 / number of classes); AUC 0.5 is chance. "
+        "ECE (expected calibration error) and Brier score: lower is better.",
+        "",
+    ]
+    after = (metrics.get("calibration") or {}).get("ece_after_scaling") or {}
+    header = ["Site", "Test images", "Balanced accuracy", "Macro AUC", "ECE", "Brier"]
+    if after:
+        header.append("ECE of scored probabilities")
+    rows = []
+    for entry in metrics.get("per_site") or []:
+        row = [
+            entry["site"],
+            _num(entry.get("n")),
+            _with_ci(entry.get("balanced_accuracy")),
+            _with_ci(entry.get("macro_auc")),
+            _with_ci(entry.get("ece")),
+            _with_ci(entry.get("brier")),
+        ]
+        if after:
+            row.append(_num(after.get(entry["site"])))
+        rows.append(row)
+    overall = metrics.get("overall") or {}
+    row = [
+        "**all sites**",
+        _num(overall.get("n")),
+        _with_ci(overall.get("balanced_accuracy")),
+        _with_ci(overall.get("macro_auc")),
+        _with_ci(overall.get("ece")),
+        _with_ci(overall.get("brier")),
+    ]
+    if after:
+        row.append(_num(after.get("overall")))
+    rows.append(row)
+    lines += _table(header, rows)
+    mean = metrics.get("mean_over_sites") or {}
+    if mean.get("balanced_accuracy") is not None:
+        lines += ["", f"Mean balanced accuracy over sites: {mean['balanced_accuracy']:.3f}."]
+    cal = metrics.get("calibration") or {}
+    if cal.get("temperature") is not None:
+        lines += [
+            "",
+            f"The table's ECE and Brier are of the unscaled probabilities; scoring divides the "
+            f"logits by the temperature {cal['temperature']:.3f} (fitted on "
+            f"{cal.get('fitted_on')}), whose ECE is the last column.",
+        ]
+    margins = metrics.get("margin_over") or {}
+    if margins:
+        what = _NAMES.get(str(metrics.get("margin_metric")), str(metrics.get("margin_metric")))
+        parts = [f"{name} {_with_ci(entry)}" for name, entry in margins.items() if entry]
+        lines += [
+            "",
+            f"Fusion minus each alternative ({what.lower()}, mean over sites): "
+            + "; ".join(parts)
+            + ". An interval that contains 0 means no measured difference.",
+        ]
+    if metrics.get("overlap_with_training"):
+        lines += [
+            "",
+            f"**Warning:** {metrics['overlap_with_training']} evaluated images (or their "
+            "patients/lesions) were seen in training: these figures are optimistic.",
+        ]
+    return lines
+
+
+def _training(card: Mapping[str, Any]) -> list[str]:
+    data = card["training_data"]
+    classes = card["model_details"]["output"]["classes"]
+    rows = []
+    for s in data["sites"]:
+        im = s["images"]
+        mix = ", ".join(
+            f"{c} {_share(s['class_mix'][c])}" for c in classes if s["class_counts"].get(c)
+        )
+        rows.append(
+            [
+                s["site"] + ("" if s["has_expert"] else " (no expert)"),
+                str(im["train"]),
+                str(im["val"]),
+                str(im["fusion"]),
+                str(im["test"]),
+                str(s["groups"]),
+                mix,
+            ]
+        )
+    return [
+        f"Split by {data['split_by']}.",
+        "",
+        *_table(
+            ["Site", "Train", "Validation", "Fusion", "Test", "Patients/lesions", "Class mix"],
+            rows,
+        ),
+    ]
+
+
+def render_model_card(card: Mapping[str, Any]) -> str:
+    """Markdown text of ``card`` (a :func:`~sitefusion.card.build.build_model_card` result)."""
+    d = card["model_details"]
+    use = card["intended_use"]
+    backbone = d["backbone"]
+    weights = backbone["initial_weights"]
+    norm = card["normalization"]
+    ood = card["ood"]
+    sites = ", ".join(card["factors"]["sites"])
+    lines = [
+        f"# Model card: {d['name']} (run {d['run_id']})",
+        "",
+        f"Generated {card['generated_at']} by `sitefusion card` from the run directory"
+        + (" and its evaluation report" if card["metrics"] else "")
+        + f". Run finished {d.get('completed_at') or 'at an unrecorded time'}.",
+        "",
+        "## What it does",
+        "",
+        f"Given one image ({d['input']['channels']} channel(s), resized to "
+        f"{' x '.join(map(str, d['input']['spatial_size']))}), it gives a probability for each "
+        f"of {len(d['output']['classes'])} classes ({', '.join(d['output']['classes'])}) and "
+        f"says how much it relied on each of the {len(d['experts'])} site experts ({sites}). "
+        f"Each expert is a `{backbone['name']}` network trained on one site's images only; a "
+        f"fusion head ({d['fusion']['description'] or d['fusion']['mode']}) combines them. "
+        "Every image is first normalized with its own site's intensity parameters.",
+        "",
+        "## Intended use",
+        "",
+        *[f"- {u}" for u in use["primary_uses"]],
+        "",
+        "Intended users:",
+        "",
+        *[f"- {u}" for u in use["primary_users"]],
+        "",
+        "**Not for:**",
+        "",
+        *[f"- {u}" for u in use["out_of_scope"]],
+        "",
+        "## How well it works, per site",
+        "",
+        *_performance(card["metrics"]),
+        "",
+        "## Known limitations (computed from the data)",
+        "",
+    ]
+    limitations = card["limitations"]
+    lines += [f"- {item['text']}" for item in limitations] or ["- none found by the checks"]
+    t = card["thresholds"]
+    lines += [
+        "",
+        f"Checked: sites with fewer than {t['min_test_images']} test images or "
+        f"{t['min_training_images']} training images, classes with no or fewer than "
+        f"{t['min_class_images']} training images at a site, classes absent from a site's "
+        "test split.",
+        "",
+        "## When a result should not be trusted (out-of-distribution flag)",
+        "",
+        f"Each scored image gets an `ood_flag`: {ood['method']}, above {ood['threshold']}; "
+        f"{ood['intensity_checks']}. A flagged image is unlike the data the fusion learned "
+        "from; its probabilities should not be read.",
+        "",
+        "## Images from a new site",
+        "",
+        f"Policy `{norm['unseen_site_policy']}`: {norm['unseen_site_rule']}. Each score says "
+        "which site's parameters were used (`norm_site`) and why (`norm_policy`).",
+        "",
+        "## Training data",
+        "",
+        *_training(card),
+        "",
+        "## Ethical considerations",
+        "",
+        *[f"- {x}" for x in card["ethical_considerations"]],
+        "",
+        "## Caveats and recommendations",
+        "",
+        *[f"- {x}" for x in card["caveats_and_recommendations"]],
+        "",
+        "## Technical record",
+        "",
+        f"- Backbone `{backbone['name']}`, feature size {backbone['feature_dim']}, experts "
+        f"start from `{backbone['start']}`.",
+        f"- Initial weights: {weights['source']}"
+        + (f", SHA-256 `{weights['sha256']}`" if weights.get("sha256") else "")
+        + f"; as stored in the run (`{weights['run_file']}`) SHA-256 "
+        f"`{weights['run_file_sha256']}`.",
+        f"- Fusion `{d['fusion']['method']}` (mode `{d['fusion']['mode']}`), "
+        + (
+            f"fine-tuned end to end with its own expert copies for "
+            f"{d['fusion']['fine_tuned_epochs']} epochs (soup of {d['fusion']['soup']})"
+            if d["fusion"]["fine_tuned_epochs"]
+            else "a head over the frozen site experts"
+        )
+        + f"; temperature {_num(d['fusion']['temperature'])}.",
+        f"- Site normalizers (`{norm['kind']}`):",
+    ]
+    lines += [
+        f"  - {n['site']}: `{n['file']}` (version {n['version']}, fitted on "
+        f"{n['fitted_on_images']} images) SHA-256 `{n['sha256'][:16]}…`"
+        for n in norm["per_site"]
+    ]
+    sw = card["software"]["trained_with"]
+    packages = ", ".join(f"{k} {v}" for k, v in sorted(sw["packages"].items()))
+    lines += [
+        f"- Trained with Python {sw['python']} on {sw['platform']}: {packages}.",
+        f"- Card written with sitefusion {card['software']['card_written_with']['sitefusion']}.",
+        "",
+    ]
+    return "\n".join(lines)
