@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from sitefusion.atomic import atomic_write
+from sitefusion.card.about import ABOUT_KEYS, About, read_about
 from sitefusion.card.build import CARD_FORMAT, CARD_VERSION, LimitThresholds, build_model_card
 from sitefusion.card.render import render_model_card
 
 __all__ = [
+    "ABOUT_KEYS",
     "CARD_FORMAT",
     "CARD_VERSION",
     "SCHEMA_PATH",
+    "About",
     "LimitThresholds",
     "build_model_card",
+    "read_about",
     "render_model_card",
     "write_model_card",
 ]
@@ -34,16 +38,18 @@ def write_model_card(
     report_dir: str | Path | None = None,
     *,
     limits: LimitThresholds | None = None,
+    about: str | Path | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``MODEL_CARD.md`` and ``model_card.json`` for the run into ``out_dir``.
 
-    Returns the two paths and the card. Both files are written atomically.
+    ``about``: the publisher's YAML file (:mod:`sitefusion.card.about`). Returns the two paths
+    and the card. Both files are written atomically.
 
     Raises:
         ArtifactError: see :func:`build_model_card`.
         OSError: ``out_dir`` cannot be written.
     """
-    card = build_model_card(run_dir, report_dir, limits=limits)
+    card = build_model_card(run_dir, report_dir, limits=limits, about=about)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "MODEL_CARD.md", out / "model_card.json"

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sitefusion.card.about import About, read_about
 from sitefusion.card.facts import RunFacts, read_run_facts
 from sitefusion.errors import ArtifactError
-from sitefusion.evaluation.method_families import FUSION
+from sitefusion.evaluation.method_families import FUSION, family_of_method
 from sitefusion.rundir.environment import package_version
 
 __all__ = ["CARD_FORMAT", "CARD_VERSION", "LimitThresholds", "build_model_card"]
@@ -55,6 +56,29 @@ def _policy_text(policy: str) -> str:
         "pooled": "an image of a site the run does not know is normalized with parameters "
         "fitted on every site's training images together",
     }[policy]
+
+
+def _intended_use(told: About, classes: list[str], channels: int) -> dict[str, list[str]]:
+    defaults = {
+        "primary_uses": [
+            f"research decision support: ranking the likelihood of {', '.join(classes)} "
+            "for one image, with the expert weights that drove it",
+            "per-site comparison of fusion against pooled, federated and local training",
+        ],
+        "primary_users": [
+            "clinical researchers evaluating multi-site models",
+            "radiologists or dermatologists reviewing batch scores as a second reader",
+            "ML engineers retraining or auditing the pipeline",
+        ],
+        "out_of_scope": [
+            "stand-alone diagnosis or any use without a clinician's review",
+            "classes other than the listed ones: every image gets one of them",
+            f"images of another modality, channel count than {channels} or dimensionality "
+            "than the run's",
+            "sites not listed below without a local evaluation first",
+        ],
+    }
+    return {k: told.lists.get(k, v) for k, v in defaults.items()}
 
 
 def _initial_weights(facts: RunFacts) -> dict[str, Any]:
@@ -143,8 +167,8 @@ def _limitations(facts: RunFacts, limits: LimitThresholds) -> list[dict[str, Any
                         "site": s.site,
                         "class": cls,
                         "count": n,
-                        "text": f"class {cls} has {n} training images at {s.site} (fewer than "
-                        f"{limits.min_class_images})",
+                        "text": f"class {cls} has {n} training image{'s' if n > 1 else ''} at "
+                        f"{s.site} (fewer than {limits.min_class_images})",
                     }
                 )
         untested = [c for c, n in s.test_classes.items() if n == 0]
@@ -156,7 +180,8 @@ def _limitations(facts: RunFacts, limits: LimitThresholds) -> list[dict[str, Any
                     "classes": untested,
                     "count": 0,
                     "text": f"{s.site}'s test split holds no image of {', '.join(untested)}: "
-                    "sensitivity to those classes there is not measured",
+                    f"sensitivity to {'these classes' if len(untested) > 1 else 'it'} is not "
+                    "measured there",
                 }
             )
     return found
@@ -192,6 +217,7 @@ def _performance(facts: RunFacts, report_dir: Path, metrics: Mapping[str, Any]) 
                 "site": site,
                 "n": values.get("n"),
                 **{m: _metric(values.get(m), f"{where}.{m}") for m in _METRICS},
+                "per_class_sensitivity": dict(values.get("per_class_sensitivity") or {}),
             }
         )
     calibration = metrics.get("calibration") or {}
@@ -202,7 +228,11 @@ def _performance(facts: RunFacts, report_dir: Path, metrics: Mapping[str, Any]) 
     margins = metrics.get("margins") or {}
     for name in ("pooled", "fedavg", "random_features", "output_average"):
         if name in margins:
-            comparison[name] = _metric(margins[name], f"{source}: field 'margins.{name}'")
+            entry_m = _metric(margins[name], f"{source}: field 'margins.{name}'")
+            family = family_of_method(name)
+            if entry_m is not None:
+                entry_m["description"] = family.describe(name) if family else name
+            comparison[name] = entry_m
     overall = entry.get("overall") or {}
     return {
         "report": str(report_dir),
@@ -263,6 +293,7 @@ def build_model_card(
     report_dir: str | Path | None = None,
     *,
     limits: LimitThresholds | None = None,
+    about: str | Path | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The model card of the finished run in ``run_dir`` as a JSON-safe dict.
@@ -276,6 +307,7 @@ def build_model_card(
             report belongs to another run.
     """
     facts = read_run_facts(run_dir)
+    told = read_about(about, facts.classes) if about is not None else About()
     limits = limits or LimitThresholds()
     cfg = facts.cfg
     performance = None
@@ -292,6 +324,8 @@ def build_model_card(
         "generated_at": stamp,
         "model_details": {
             "name": cfg.name,
+            "title": told.text.get("title"),
+            "description": told.text.get("description"),
             "run_id": str(facts.manifest.get("run_id", "")),
             "completed_at": facts.manifest.get("completed_at"),
             "mode": str(facts.manifest.get("mode", "central")),
@@ -319,35 +353,21 @@ def build_model_card(
             },
             "output": {
                 "classes": classes,
+                "class_names": {c: told.class_names.get(c, c) for c in classes},
                 "probabilities": "softmax of the fusion's logits divided by the temperature",
                 "expert_weights": "attention weight of each site's expert, summing to 1",
             },
         },
-        "intended_use": {
-            "primary_uses": [
-                f"research decision support: ranking the likelihood of {', '.join(classes)} "
-                "for one image, with the expert weights that drove it",
-                "per-site comparison of fusion against pooled, federated and local training",
-            ],
-            "primary_users": [
-                "clinical researchers evaluating multi-site models",
-                "radiologists or dermatologists reviewing batch scores as a second reader",
-                "ML engineers retraining or auditing the pipeline",
-            ],
-            "out_of_scope": [
-                "stand-alone diagnosis or any use without a clinician's review",
-                "classes other than the listed ones: every image gets one of them",
-                f"images of another modality, channel count than {cfg.data.channels} or "
-                "dimensionality than the run's",
-                "sites not listed below without a local evaluation first",
-            ],
-        },
+        "intended_use": _intended_use(told, classes, cfg.data.channels),
         "factors": {
             "groups": "acquisition site (hospital, device): every figure is reported per site",
             "sites": sites,
             "classes": classes,
         },
         "training_data": {
+            "source": told.text.get("data_source"),
+            "license": told.text.get("license"),
+            "citation": told.text.get("citation"),
             "split_by": "patient/lesion group, per site (a group's images share one split)",
             "splits": {
                 "train": "the site expert's training images",

@@ -12,6 +12,12 @@ from typing import Any
 
 __all__ = ["render_model_card"]
 
+_MODES = {
+    "average_attention": "the experts' average alongside an attention-weighted sum",
+    "attention": "an attention-weighted sum of the experts",
+    "concat": "all experts' features side by side",
+}
+
 _NAMES = {
     "balanced_accuracy": "Balanced accuracy",
     "macro_auc": "Macro AUC",
@@ -48,7 +54,37 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def _performance(metrics: Mapping[str, Any] | None) -> list[str]:
+def _sensitivity(metrics: Mapping[str, Any], class_names: Mapping[str, str]) -> list[str]:
+    """Sensitivity (recall) of each class at each site: the share of that class's test images
+    the model named correctly; "none" where the site's test split has no such image."""
+    per_site = metrics.get("per_site") or []
+    if not per_site or not any(e.get("per_class_sensitivity") for e in per_site):
+        return []
+    rows = [
+        [_named(cls, class_names)]
+        + [
+            "none"
+            if e["per_class_sensitivity"].get(cls) is None
+            else f"{e['per_class_sensitivity'][cls]:.2f}"
+            for e in per_site
+        ]
+        for cls in class_names
+    ]
+    return [
+        "",
+        "Sensitivity per class (share of each class's test images named correctly; no "
+        'interval; "none": the site\'s test split holds no image of the class):',
+        "",
+        *_table(["Class", *[e["site"] for e in per_site]], rows),
+    ]
+
+
+def _named(cls: str, class_names: Mapping[str, str]) -> str:
+    name = class_names.get(cls, cls)
+    return cls if name == cls else f"{cls} ({name})"
+
+
+def _performance(metrics: Mapping[str, Any] | None, class_names: Mapping[str, str]) -> list[str]:
     if not metrics:
         return [
             "No evaluation report was attached to this card (`sitefusion card RUN --report "
@@ -95,6 +131,7 @@ def _performance(metrics: Mapping[str, Any] | None) -> list[str]:
         row.append(_num(after.get("overall")))
     rows.append(row)
     lines += _table(header, rows)
+    lines += _sensitivity(metrics, class_names)
     mean = metrics.get("mean_over_sites") or {}
     if mean.get("balanced_accuracy") is not None:
         lines += ["", f"Mean balanced accuracy over sites: {mean['balanced_accuracy']:.3f}."]
@@ -109,12 +146,17 @@ def _performance(metrics: Mapping[str, Any] | None) -> list[str]:
     margins = metrics.get("margin_over") or {}
     if margins:
         what = _NAMES.get(str(metrics.get("margin_metric")), str(metrics.get("margin_metric")))
-        parts = [f"{name} {_with_ci(entry)}" for name, entry in margins.items() if entry]
+        rows = [
+            [f"{entry.get('description', name)} (`{name}`)", _with_ci(entry)]
+            for name, entry in margins.items()
+            if entry
+        ]
         lines += [
             "",
-            f"Fusion minus each alternative ({what.lower()}, mean over sites): "
-            + "; ".join(parts)
-            + ". An interval that contains 0 means no measured difference.",
+            f"Compared with other ways of training ({what.lower()}, mean over sites; positive: "
+            "the fusion is better; an interval that contains 0: no measured difference):",
+            "",
+            *_table(["Alternative", "Fusion minus alternative"], rows),
         ]
     if metrics.get("overlap_with_training"):
         lines += [
@@ -145,7 +187,13 @@ def _training(card: Mapping[str, Any]) -> list[str]:
                 mix,
             ]
         )
+    told = [
+        f"{label}: {data[key]}"
+        for key, label in (("source", "Source"), ("license", "Licence"), ("citation", "Cite"))
+        if data.get(key)
+    ]
     return [
+        *[line for t in told for line in (t, "")],
         f"Split by {data['split_by']}.",
         "",
         *_table(
@@ -153,6 +201,55 @@ def _training(card: Mapping[str, Any]) -> list[str]:
             rows,
         ),
     ]
+
+
+def _experts_sentence(backbone: Mapping[str, Any]) -> str:
+    if backbone["start"] == "fedavg":
+        return (
+            f"Each expert is a `{backbone['name']}` network fine-tuned on one site's images, "
+            "starting from a shared model that federated averaging trained on every site's "
+            "training images (no image left its site)"
+        )
+    return f"Each expert is a `{backbone['name']}` network trained on one site's images only"
+
+
+def _glance(card: Mapping[str, Any]) -> list[str]:
+    """Three lines for the reader who reads nothing else."""
+    metrics = card["metrics"]
+    lines = ["## At a glance", ""]
+    if not metrics:
+        return [*lines, "- **Not evaluated**: no performance is stated in this card.", ""]
+    overall = (metrics.get("overall") or {}).get("balanced_accuracy")
+    sites = [e for e in metrics.get("per_site") or [] if e.get("balanced_accuracy")]
+    if overall:
+        lines.append(
+            f"- Balanced accuracy over all {metrics.get('n_images')} test images: "
+            f"{_with_ci(overall)} (chance: {1 / len(card['factors']['classes']):.2f})."
+        )
+    if sites:
+        lo = min(sites, key=lambda e: e["balanced_accuracy"]["value"])
+        hi = max(sites, key=lambda e: e["balanced_accuracy"]["value"])
+        lines.append(
+            f"- It differs between sites: from {lo['balanced_accuracy']['value']:.2f} at "
+            f"{lo['site']} ({lo['n']} test images) to {hi['balanced_accuracy']['value']:.2f} at "
+            f"{hi['site']} ({hi['n']} test images)."
+        )
+    pooled = (metrics.get("margin_over") or {}).get("pooled")
+    if pooled and pooled.get("ci95") and None not in pooled["ci95"]:
+        low, high = pooled["ci95"]
+        verdict = (
+            "better than"
+            if low > 0
+            else "worse than"
+            if high < 0
+            else "not measurably different from"
+        )
+        lines.append(
+            f"- It is {verdict} one model trained on all sites' images pooled ({_with_ci(pooled)})."
+        )
+    n_lim = len(card["limitations"])
+    lines.append(f"- {n_lim} known limitation{'s' if n_lim != 1 else ''} below; read them first.")
+    return [*lines, ""]
 
 
 def render_model_card(card: Mapping[str, Any]) -> str:
@@ -164,21 +261,26 @@ def render_model_card(card: Mapping[str, Any]) -> str:
     norm = card["normalization"]
     ood = card["ood"]
     sites = ", ".join(card["factors"]["sites"])
+    names = d["output"].get("class_names") or {c: c for c in d["output"]["classes"]}
+    classes = ", ".join(_named(c, names) for c in d["output"]["classes"])
     lines = [
-        f"# Model card: {d['name']} (run {d['run_id']})",
+        f"# Model card: {d.get('title') or d['name']} (run {d['run_id']})",
         "",
         f"Generated {card['generated_at']} by `sitefusion card` from the run directory"
         + (" and its evaluation report" if card["metrics"] else "")
         + f". Run finished {d.get('completed_at') or 'at an unrecorded time'}.",
         "",
+        *_glance(card),
         "## What it does",
         "",
+        *([d["description"], ""] if d.get("description") else []),
         f"Given one image ({d['input']['channels']} channel(s), resized to "
         f"{' x '.join(map(str, d['input']['spatial_size']))}), it gives a probability for each "
-        f"of {len(d['output']['classes'])} classes ({', '.join(d['output']['classes'])}) and "
+        f"of {len(d['output']['classes'])} classes ({classes}) and "
         f"says how much it relied on each of the {len(d['experts'])} site experts ({sites}). "
-        f"Each expert is a `{backbone['name']}` network trained on one site's images only; a "
-        f"fusion head ({d['fusion']['description'] or d['fusion']['mode']}) combines them. "
+        + _experts_sentence(backbone)
+        + "; a "
+        f"fusion head ({_MODES.get(d['fusion']['mode'], d['fusion']['mode'])}) combines them. "
         "Every image is first normalized with its own site's intensity parameters.",
         "",
         "## Intended use",
@@ -195,7 +297,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         "",
         "## How well it works, per site",
         "",
-        *_performance(card["metrics"]),
+        *_performance(card["metrics"], names),
         "",
         "## Known limitations (computed from the data)",
         "",

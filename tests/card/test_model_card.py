@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from sitefusion.card import SCHEMA_PATH, build_model_card, render_model_card, write_model_card
 from sitefusion.cli.main import app
-from sitefusion.errors import ArtifactError
+from sitefusion.errors import ArtifactError, ConfigError
 from sitefusion.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -153,3 +153,27 @@ def test_write_and_cli(tiny_run: Path, tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["card", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1
     assert "run directory does not exist" in bad.output
+
+
+def test_about_file_names_classes_and_is_strict(tiny_run: Path, tmp_path: Path) -> None:
+    classes = build_model_card(tiny_run)["factors"]["classes"]
+    about = tmp_path / "about.yaml"
+    about.write_text(
+        f"title: Tiny test model\nclass_names:\n  {classes[0]}: first finding\n"
+        "out_of_scope:\n  - anything real\n"
+    )
+    card = build_model_card(tiny_run, about=about)
+    jsonschema.validate(card, _schema())
+    assert card["model_details"]["output"]["class_names"][classes[0]] == "first finding"
+    assert card["intended_use"]["out_of_scope"] == ["anything real"]
+    text = render_model_card(card)
+    assert text.startswith("# Model card: Tiny test model")
+    assert f"{classes[0]} (first finding)" in text
+    about.write_text("titel: x\n")
+    with pytest.raises(
+        ConfigError, match=r"about.yaml: unknown field 'titel'.*did you mean 'title'"
+    ):
+        build_model_card(tiny_run, about=about)
+    about.write_text("class_names:\n  nosuchclass: x\n")
+    with pytest.raises(ConfigError, match=r"field 'class_names' names class 'nosuchclass'"):
+        build_model_card(tiny_run, about=about)
