@@ -33,12 +33,20 @@ def card_cmd(
         Path | None,
         typer.Option("--report", help="An evaluation report of this run (sitefusion evaluate)."),
     ] = None,
+    about: Annotated[
+        Path | None,
+        typer.Option(
+            "--about",
+            help="YAML with what only the publisher knows: title, class_names, intended use, "
+            "data_source, license.",
+        ),
+    ] = None,
 ) -> None:
     """Write the run's model card: MODEL_CARD.md (for clinicians) and model_card.json."""
     from sitefusion.card import write_model_card  # lazy: keeps --help fast
 
     try:
-        md, js, card = write_model_card(run_dir, out, report)
+        md, js, card = write_model_card(run_dir, out, report, about=about)
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
     evaluated = "with" if card["metrics"] else "WITHOUT"
