@@ -30,6 +30,7 @@ from sitefusion.methods.fusion import FUSION_METHOD_NAMES, FusionMethod
 from sitefusion.methods.registry import configured_methods
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
+from sitefusion.training.device import resolve_device
 from sitefusion.training.features import ExpertFeatures
 
 __all__ = ["LoadedRun", "RunPredictions"]
@@ -56,10 +57,13 @@ class LoadedRun:
 
     Attributes: ``cfg``, ``classes``, ``expert_sites`` (expert order), ``bank`` (normalizers),
     ``experts`` (the trained site experts), ``methods`` (name -> loaded
-    :class:`~sitefusion.methods.base.Method`, in training order).
+    :class:`~sitefusion.methods.base.Method`, in training order), ``device`` (where the
+    networks run: ``device``, default the run's ``training.device``; CUDA on a machine without
+    it is refused with a :class:`~sitefusion.errors.ConfigError`, pass ``device="cpu"``).
+    Fusion heads predict on the CPU from the experts' numpy outputs.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, device: str | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             if self.root.exists():
@@ -83,7 +87,11 @@ class LoadedRun:
         self.classes: tuple[str, ...] = tuple(self.schema["classes"])
         self.expert_sites: tuple[str, ...] = tuple(self.schema["experts"])
         self.bank = NormalizerBank.load(self.root / "normalizers")
-        ctx = LoadContext(self.run, self.cfg, self.classes, self.expert_sites)
+        self.device = resolve_device(
+            device or self.cfg.training.device,
+            "device" if device else f"{self.root / 'config.yaml'}: training.device",
+        )
+        ctx = LoadContext(self.run, self.cfg, self.classes, self.expert_sites, self.device)
         self.experts: list[SiteExpert] = [
             load_network(ctx, f"experts/{s}.safetensors") for s in self.expert_sites
         ]
@@ -155,11 +163,11 @@ class LoadedRun:
             out.norm_site += [ni.site_used for ni in normed]
             out.norm_policy += [ni.policy for ni in normed]
             x = np.stack([ni.array for ni in normed]).astype(np.float32)
-            xb = torch.from_numpy(x)
+            xb = torch.from_numpy(x).to(self.device)
             for j, expert in enumerate(self.experts):
                 z = expert.embed(xb)
-                feats[start:stop, j] = z.numpy()
-                logits[start:stop, j] = expert.head(z).numpy()
+                feats[start:stop, j] = z.float().cpu().numpy()
+                logits[start:stop, j] = expert.head(z).float().cpu().numpy()
             batch = ImageBatch(normalized=x, raw=images[start:stop], bank=bank)
             for method in chosen:
                 parts[method.name].append(method.forward(batch))
