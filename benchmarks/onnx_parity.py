@@ -8,8 +8,9 @@ the sites) compares:
   the exported runner (its own reading, resizing and normalization in numpy, then onnxruntime);
 * *unseen site*: the same without a site, so both follow the run's unseen-site policy.
 
-Prints the largest |difference| of probabilities and of expert weights, and how often the two
-chose a different normalizer site or class.
+Prints the largest |difference| of probabilities and of expert weights, how often the two
+chose a different normalizer site or class, and (unseen site) how often the policy picked the
+image's own site.
 
 Run: ``.venv/bin/python benchmarks/onnx_parity.py runs/ham --n 200`` (from the project root, so
 that the run's relative ``data.root`` resolves; or pass ``--data-root``).
@@ -75,7 +76,7 @@ def main() -> None:
         for label, given in (("known site", sites), ("unseen site", [None] * len(sites))):
             preds = run.predict(images, given, methods=[result.method])
             dp = dw = 0.0
-            site_diff = class_diff = 0
+            site_diff = class_diff = own = 0
             for i, path in enumerate(paths):
                 ref = run.predict_rows(preds, slice(i, i + 1), result.method, calibrated=True)
                 assert ref is not None and ref.weights is not None
@@ -84,10 +85,11 @@ def main() -> None:
                 dp = max(dp, float(np.abs(probs[0] - ref.probs[0]).max()))
                 dw = max(dw, float(np.abs(weights[0] - ref.weights[0]).max()))
                 site_diff += used != preds.norm_site[i]
+                own += used == sites[i]
                 class_diff += int(np.argmax(probs[0]) != np.argmax(ref.probs[0]))
             print(
                 f"| {args.run} ({label}) | {len(paths)} | {len(set(sites))} | {dp:.2e} | "
-                f"{dw:.2e} | {site_diff} | {class_diff} |"
+                f"{dw:.2e} | {site_diff} | {class_diff} | {own}/{len(paths)} |"
             )
 
 
