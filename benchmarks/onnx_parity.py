@@ -70,9 +70,10 @@ def main() -> None:
         model = exported.ExportedModel(Path(tmp))
         print(f"export self-check: {result.max_abs_diff:.2e} on {result.checked_images} images")
         print(
-            "| run | images | sites | max abs diff probs | max abs diff weights | norm site differs | class differs |"
+            "| run | images | sites | max abs diff probs | max abs diff weights | "
+            "norm site differs | class differs | own site's parameters |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for label, given in (("known site", sites), ("unseen site", [None] * len(sites))):
             preds = run.predict(images, given, methods=[result.method])
             dp = dw = 0.0
