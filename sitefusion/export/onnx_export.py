@@ -109,6 +109,47 @@ def preprocessing_document(run: LoadedRun) -> dict[str, Any]:
     }
 
 
+def _data_format(run: LoadedRun, shape: tuple[int, ...]) -> dict[str, Any]:
+    """Inputs and outputs in the vocabulary of a MONAI bundle's ``metadata.json``
+    (``network_data_format``), so that bundle tooling and readers find the familiar fields."""
+    return {
+        "inputs": {
+            "image": {
+                "type": "image",
+                "format": "normalized intensities (preprocessing.json)",
+                "num_channels": shape[0],
+                "spatial_shape": list(shape[1:]),
+                "dtype": "float32",
+                "value_range": [],
+                "is_patch_data": False,
+                "channel_def": {},
+            }
+        },
+        "outputs": {
+            "probabilities": {
+                "type": "probabilities",
+                "format": "classes",
+                "num_channels": len(run.classes),
+                "spatial_shape": [1],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_onehot": False,
+                "channel_def": dict(enumerate(run.classes)),
+            },
+            "weights": {
+                "type": "probabilities",
+                "format": "fusion weight of each site's expert",
+                "num_channels": len(run.expert_sites),
+                "spatial_shape": [1],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_onehot": False,
+                "channel_def": dict(enumerate(run.expert_sites)),
+            },
+        },
+    }
+
+
 def _graph(run: LoadedRun) -> tuple[str, ProbabilityGraph]:
     method = run.fusion()
     system = FusedSystem(method.networks or run.experts, method.head)
@@ -218,11 +259,7 @@ def export_run(
                 "method": name,
                 "temperature": run.temperature(name),
                 "onnx_opset": OPSET,
-                "inputs": {"image": ["batch", *shape]},
-                "outputs": {
-                    "probabilities": ["batch", len(run.classes)],
-                    "weights": ["batch", len(run.expert_sites)],
-                },
+                "network_data_format": _data_format(run, shape),
                 "parity_check": {
                     "images": check_images,
                     "inputs": "seeded standard-normal images in normalized space",

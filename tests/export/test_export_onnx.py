@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from sitefusion.atomic import sha256_file
 from sitefusion.cli.main import app
+from sitefusion.config import Config
 from sitefusion.data import conform
 from sitefusion.errors import UnknownChoiceError
 from sitefusion.export import export_run
@@ -63,6 +65,23 @@ def warm_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tuned_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_config: Callable[..., Config],
+    synthetic_2d: Path,
+) -> Path:
+    """A tiny run whose fusion has its own fine-tuned expert copies (what the graph must hold
+    instead of the site experts)."""
+    from sitefusion.workflows import train_run
+
+    out = tmp_path_factory.mktemp("tuned") / "run"
+    train_run(
+        tiny_config(synthetic_2d, fusion={"epochs": 20, "hidden": 8, "finetune_epochs": 1}), out
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
 def test_images(tiny_run: Path) -> list[tuple[Path, str]]:
     """The tiny run's test-split images (real PNG files) with their sites."""
     run = LoadedRun(tiny_run)
@@ -79,6 +98,10 @@ def test_export_writes_a_recorded_folder(exported: Path, tiny_run: Path) -> None
         assert record["sha256"][name] == sha256_file(exported / name)
     assert record["run_id"] == LoadedRun(tiny_run).run_id
     assert record["parity_check"]["max_abs_diff_probabilities"] <= 1e-4
+    fmt = record["network_data_format"]
+    run = LoadedRun(tiny_run)
+    assert fmt["inputs"]["image"]["spatial_shape"] == list(run.spatial_size)
+    assert list(fmt["outputs"]["probabilities"]["channel_def"].values()) == list(run.classes)
     pre = json.loads((exported / "preprocessing.json").read_text())
     assert (pre["format"], pre["version"]) == ("sitefusion.onnx_preprocessing", 1)
     assert sorted(pre["normalizers"]) == sorted(LoadedRun(tiny_run).bank.sites_)
@@ -86,24 +109,27 @@ def test_export_writes_a_recorded_folder(exported: Path, tiny_run: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("site_known", "warm"),
-    [(True, False), (False, False), (True, True)],
-    ids=["known-site", "unseen-site", "temperature-2.5"],
+    ("site_known", "variant"),
+    [(True, "tiny"), (False, "tiny"), (True, "warm"), (True, "tuned")],
+    ids=["known-site", "unseen-site", "temperature-2.5", "fine-tuned-copies"],
 )
 def test_parity_with_the_scoring_path_on_real_images(
     exported: Path,
     tiny_run: Path,
-    warm_run: Path,
+    request: pytest.FixtureRequest,
     test_images: list[tuple[Path, str]],
     site_known: bool,
-    warm: bool,
+    variant: str,
     tmp_path: Path,
 ) -> None:
-    if warm:
-        export_run(warm_run, tmp_path)
-        exported, tiny_run = tmp_path, warm_run
+    if variant != "tiny":
+        tiny_run = request.getfixturevalue(f"{variant}_run")
+        export_run(tiny_run, tmp_path)
+        exported = tmp_path
     run = LoadedRun(tiny_run)
-    assert run.temperature(run.fusion().name) == (2.5 if warm else run.temperature("fusion"))
+    if variant == "warm":
+        assert run.temperature(run.fusion().name) == 2.5
+    assert (run.fusion().networks is not None) == (variant == "tuned")
     runner = _load_runner(exported / "run_model.py")
     model = runner.ExportedModel(exported)
     paths = [p for p, _ in test_images]
