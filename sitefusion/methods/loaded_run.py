@@ -7,6 +7,7 @@ whatever its own networks computed on the same batches (:mod:`sitefusion.methods
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,9 @@ class LoadedRun:
     Attributes: ``cfg``, ``classes``, ``expert_sites`` (expert order), ``bank`` (normalizers),
     ``experts`` (the trained site experts), ``methods`` (name -> loaded
     :class:`~sitefusion.methods.base.Method`, in training order), ``device`` (where the
-    networks run: ``device``, default the run's ``training.device``; CUDA on a machine without
-    it is refused with a :class:`~sitefusion.errors.ConfigError`, pass ``device="cpu"``).
+    networks run: ``device``, refused with a :class:`~sitefusion.errors.ConfigError` where
+    absent; default the run's ``training.device``, or the CPU with a warning where that is a
+    CUDA device this machine lacks).
     Fusion heads predict on the CPU from the experts' numpy outputs.
     """
 
@@ -87,10 +89,7 @@ class LoadedRun:
         self.classes: tuple[str, ...] = tuple(self.schema["classes"])
         self.expert_sites: tuple[str, ...] = tuple(self.schema["experts"])
         self.bank = NormalizerBank.load(self.root / "normalizers")
-        self.device = resolve_device(
-            device or self.cfg.training.device,
-            "device" if device else f"{self.root / 'config.yaml'}: training.device",
-        )
+        self.device = self._device(device)
         ctx = LoadContext(self.run, self.cfg, self.classes, self.expert_sites, self.device)
         self.experts: list[SiteExpert] = [
             load_network(ctx, f"experts/{s}.safetensors") for s in self.expert_sites
@@ -100,6 +99,24 @@ class LoadedRun:
             for m in configured_methods(self.cfg, self.expert_sites)
             if m.is_trained(self.run)
         }
+
+    def _device(self, requested: str | None) -> torch.device:
+        """The asked-for device (refused if absent), else the run's ``training.device``; a run
+        trained on CUDA read on a machine without it predicts on the CPU, with a warning: the
+        networks are the same, and scoring a GPU-trained run on a CPU machine is the usual
+        deployment."""
+        if requested is not None:
+            return resolve_device(requested, "device")
+        configured = self.cfg.training.device
+        if configured.startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(
+                f"{self.root / 'config.yaml'}: training.device is {configured!r} but CUDA is not "
+                "available here; predicting on the CPU",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return torch.device("cpu")
+        return resolve_device(configured, f"{self.root / 'config.yaml'}: training.device")
 
     @property
     def spatial_size(self) -> tuple[int, ...]:

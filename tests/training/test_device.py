@@ -5,6 +5,7 @@ then untested."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sitefusion.errors import ConfigError
 from sitefusion.experts import SiteExpert
 from sitefusion.fusion import FusedSystem
 from sitefusion.methods import LoadedRun
+from sitefusion.rundir import RunDir
 from sitefusion.training.device import GradientStep, autocast, resolve_device
 from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.federated import local_head_update, local_network_update
@@ -182,12 +184,22 @@ def test_every_stage_hands_back_a_cpu_network_with_the_same_bits() -> None:
 
 
 @pytest.mark.slow
-def test_loaded_run_device(tiny_run: Path) -> None:
+def test_loaded_run_device(tiny_run: Path, tmp_path: Path) -> None:
     run = LoadedRun(tiny_run, device="cpu")
     assert run.device == torch.device("cpu")
     if not CUDA:
         with pytest.raises(ConfigError, match=r"device is 'cuda' but torch.cuda.is_available"):
             LoadedRun(tiny_run, device="cuda")
+        # A run trained on CUDA, read where there is none: the CPU, with a warning.
+        gpu_trained = tmp_path / "run"
+        shutil.copytree(tiny_run, gpu_trained)
+        store = RunDir(gpu_trained)
+        text = store.read_text("config.yaml").replace("device: cpu", "device: cuda")
+        assert "device: cuda" in text
+        store.write_text("config.yaml", text)
+        with pytest.warns(RuntimeWarning, match=r"training.device is 'cuda' but CUDA is not"):
+            fallback = LoadedRun(gpu_trained)
+        assert fallback.device == torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------ CUDA only
