@@ -238,3 +238,30 @@ def test_unknown_format_and_cli(tiny_run: Path, tmp_path: Path) -> None:
         app, ["export", str(tiny_run), "--format", "tflite", "--out", str(tmp_path / "y")]
     )
     assert bad.exit_code == 1 and "unknown export format 'tflite'" in bad.output
+
+
+def test_parity_on_a_3d_run(
+    tmp_path: Path, tiny_config: Callable[..., Config], synthetic_3d: Path
+) -> None:
+    """Volumes: the graph's 3D experts and the runner's trilinear/area resizing."""
+    from sitefusion.workflows import train_run
+
+    train_run(tiny_config(synthetic_3d), tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "export")
+    run = LoadedRun(tmp_path / "run")
+    runner = _load_runner(tmp_path / "export" / "run_model.py")
+    model = runner.ExportedModel(tmp_path / "export")
+    root = Path(run.cfg.data.root)
+    with (root / run.cfg.data.manifest).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))[::7][:5]
+    raw = [read_image(root / r["image"]).array for r in rows]
+    images = np.stack([conform(a, run.spatial_size, run.channels) for a in raw])
+    sites = [r["site"] for r in rows]
+    name = run.fusion().name
+    preds = run.predict(images, sites, methods=[name])
+    for i, array in enumerate(raw):
+        ref = run.predict_rows(preds, slice(i, i + 1), name, calibrated=True)
+        assert ref is not None
+        x, _, _ = runner.preprocess(array, sites[i], model.pre)
+        probs, _ = model.run(x[None])
+        assert np.abs(probs[0] - ref.probs[0]).max() <= 1e-4
