@@ -235,6 +235,7 @@ def _performance(facts: RunFacts, report_dir: Path, metrics: Mapping[str, Any]) 
             comparison[name] = entry_m
     overall = entry.get("overall") or {}
     return {
+        "unseen_site": _unseen_site(facts, metrics.get("leave_one_site_out"), method, source),
         "report": str(report_dir),
         "method": method,
         "test_set": run_info.get("test_set"),
@@ -259,6 +260,35 @@ def _performance(facts: RunFacts, report_dir: Path, metrics: Mapping[str, Any]) 
         "margin_over": comparison,
         "margin_metric": settings.get("margin_metric"),
     }
+
+
+def _unseen_site(facts: RunFacts, loso: Any, method: str, source: Path) -> dict[str, Any] | None:
+    """The fusion at each site when that site's expert and rows were left out
+    (leave-one-site-out), or why such figures would mislead; ``None`` without them."""
+    if not isinstance(loso, Mapping) or not loso:
+        return None
+    if facts.cfg.expert.start == "fedavg" or facts.manifest.get("mode") == "federated":
+        return {
+            "per_site": [],
+            "note": "the report's leave-one-site-out figures are not shown: every expert of "
+            "this run started from a model trained on every site (expert.start: fedavg) or "
+            "was trained in a federation, so no site was unseen",
+        }
+    rows = []
+    for site, block in loso.items():
+        fused = block.get(method) if isinstance(block, Mapping) else None
+        if not isinstance(fused, Mapping):
+            continue
+        where = f"{source}: field 'leave_one_site_out.{site}.{method}'"
+        rows.append(
+            {
+                "site": site,
+                "n": fused.get("n"),
+                "balanced_accuracy": _metric(fused.get("balanced_accuracy"), where),
+                "macro_auc": _metric(fused.get("macro_auc"), where),
+            }
+        )
+    return {"per_site": rows, "note": None}
 
 
 def _read_metrics(report_dir: Path) -> dict[str, Any]:

@@ -79,6 +79,33 @@ def _sensitivity(metrics: Mapping[str, Any], class_names: Mapping[str, str]) -> 
     ]
 
 
+def _unseen(unseen: Mapping[str, Any] | None) -> list[str]:
+    """The fusion at a site it never saw (leave-one-site-out), or why it is not shown."""
+    if not unseen:
+        return []
+    if unseen.get("note"):
+        return ["", f"At a site it has never seen: {unseen['note']}."]
+    rows = [
+        [
+            e["site"],
+            _num(e.get("n")),
+            _with_ci(e.get("balanced_accuracy")),
+            _with_ci(e.get("macro_auc")),
+        ]
+        for e in unseen.get("per_site") or []
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "At a site it has never seen (leave-one-site-out: each site's expert and images left out "
+        "of training, its test images scored by the rest; the closest estimate here of a new "
+        "hospital):",
+        "",
+        *_table(["Held-out site", "Test images", "Balanced accuracy", "Macro AUC"], rows),
+    ]
+
+
 def _named(cls: str, class_names: Mapping[str, str]) -> str:
     name = class_names.get(cls, cls)
     return cls if name == cls else f"{cls} ({name})"
@@ -158,6 +185,7 @@ def _performance(metrics: Mapping[str, Any] | None, class_names: Mapping[str, st
             "",
             *_table(["Alternative", "Fusion minus alternative"], rows),
         ]
+    lines += _unseen(metrics.get("unseen_site"))
     if metrics.get("overlap_with_training"):
         lines += [
             "",

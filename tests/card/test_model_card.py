@@ -177,3 +177,30 @@ def test_about_file_names_classes_and_is_strict(tiny_run: Path, tmp_path: Path) 
     about.write_text("class_names:\n  nosuchclass: x\n")
     with pytest.raises(ConfigError, match=r"field 'class_names' names class 'nosuchclass'"):
         build_model_card(tiny_run, about=about)
+
+
+def test_unseen_site_figures_and_when_they_would_mislead(tiny_run: Path, tmp_path: Path) -> None:
+    from sitefusion.workflows import evaluate_run
+
+    evaluate_run(tiny_run, tmp_path / "loso", loso=True, n_boot=10)
+    metrics = json.loads((tmp_path / "loso" / "metrics.json").read_text())
+    card = build_model_card(tiny_run, tmp_path / "loso")
+    jsonschema.validate(card, _schema())
+    unseen = card["metrics"]["unseen_site"]
+    assert unseen["note"] is None
+    assert {r["site"] for r in unseen["per_site"]} == set(metrics["leave_one_site_out"])
+    for row in unseen["per_site"]:
+        theirs = metrics["leave_one_site_out"][row["site"]]["fusion"]
+        assert row["balanced_accuracy"] == theirs["balanced_accuracy"]
+    assert "| Held-out site |" in render_model_card(card)
+
+    fedavg = tmp_path / "fedavg"
+    shutil.copytree(tiny_run, fedavg)
+    store = RunDir(fedavg)
+    text = store.read_text("config.yaml")
+    assert "start: initial" in text and "fedavg: false" in text
+    text = text.replace("start: initial", "start: fedavg").replace("fedavg: false", "fedavg: true")
+    store.write_text("config.yaml", text)
+    card = build_model_card(fedavg, tmp_path / "loso")
+    assert card["metrics"]["unseen_site"]["per_site"] == []
+    assert "no site was unseen" in render_model_card(card)
