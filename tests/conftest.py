@@ -66,3 +66,19 @@ def _tiny_config(manifest: Path, **overrides: object) -> Config:
 def tiny_config() -> Callable[..., Config]:
     """Factory: ``tiny_config(manifest, training__epochs=3, fusion={...})``."""
     return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_config: Callable[..., Config],
+    synthetic_2d: Path,
+) -> Path:
+    """A tiny finished 2D run (3 sites, 3 classes, 24 x 24) with an evaluation report in
+    ``<run>/report`` (the model card and the export read both)."""
+    from sitefusion.workflows import evaluate_run, train_run  # lazy: only tests that need it
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    train_run(tiny_config(synthetic_2d), out)
+    evaluate_run(out, out / "report", n_boot=20)
+    return out

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"config"},  # its schema calls the backbone and normalizer registries' own checks
     {"data", "rundir", "training", "federated"},
     {"methods"},
-    {"reporting", "scoring"},
+    {"reporting", "scoring", "card", "export"},
     {"workflows"},
     {"cli"},
 ]

@@ -15,6 +15,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from sitefusion.cli.publish import card_cmd, export_cmd
 from sitefusion.config import Config, config_to_dict, federated_config, load_config
 from sitefusion.errors import SiteFusionError
 
@@ -383,6 +384,10 @@ def federate_cmd(
             link.stop()
     console.print(render_markdown_table(metrics), highlight=False, soft_wrap=True)
     console.print(f"federated run in {out}; report {out / 'report' / 'report.html'}")
+
+
+app.command("card")(card_cmd)
+app.command("export")(export_cmd)
 
 
 def _sr_patient(value: str) -> Literal["source", "blank"]:

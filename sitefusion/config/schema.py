@@ -12,6 +12,7 @@ things, before anything is written.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -273,11 +274,27 @@ class TrainingConfig(ConfigModel):
     augment: bool = True
     class_weighting: bool = True
     device: str = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     threads: int | None = _count(
         None,
         "training.threads",
         expected="a positive number of threads, or null for torch's default",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
+            raise field_error("", value, "'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @model_validator(mode="after")
+    def _mixed_precision_on_cuda(self) -> TrainingConfig:
+        # Whether CUDA is present is checked where a network moves (training.device), not here:
+        # a config is also read on machines that only score or evaluate.
+        if self.precision != "fp32" and not self.device.startswith("cuda"):
+            raise field_error("precision", self.precision, "fp32 unless training.device is cuda")
+        return self
 
 
 class FusionConfig(ConfigModel):

@@ -167,7 +167,8 @@ class FusionModule(nn.Module):
         x = torch.where(
             present, features, torch.zeros((), dtype=features.dtype, device=features.device)
         )
-        x = F.layer_norm(x, (dim,))
+        # The checked int, not the traced shape: an ONNX export needs a constant size here.
+        x = F.layer_norm(x, (self.feature_dim,))
         return torch.where(present, x, torch.zeros((), dtype=x.dtype, device=x.device)), mask
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> FusionOutput:

@@ -39,8 +39,12 @@ __all__ = [
     "SiteNormalizedNetwork",
     "concat_own",
     "load_network",
+    "network_input",
     "softmax_rows",
 ]
+
+#: The default device of loaded networks.
+CPU = torch.device("cpu")
 
 #: Arrays a method's own networks computed, by name, each with the images along axis 0.
 OwnOutputs = Mapping[str, np.ndarray]
@@ -76,6 +80,8 @@ class LoadContext:
     cfg: Config
     classes: tuple[str, ...]
     sites: tuple[str, ...]
+    #: Where the method's networks run (a :class:`~sitefusion.methods.LoadedRun`'s device).
+    device: torch.device = CPU
 
     @property
     def num_classes(self) -> int:
@@ -162,8 +168,8 @@ class SiteNormalizedNetwork(Method):
         if self.network_ is None:
             raise self._unfitted()
         with torch.inference_mode():
-            x = torch.from_numpy(batch.normalized.astype(np.float32, copy=False))
-            return {"logits": self.network_(x).numpy()}
+            x = network_input(batch.normalized, self.network_)
+            return {"logits": self.network_(x).float().cpu().numpy()}
 
     def predict(
         self,
@@ -188,9 +194,15 @@ def concat_own(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarra
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def network_input(x: np.ndarray, network: torch.nn.Module) -> torch.Tensor:
+    """Images ``x`` as a float32 tensor on the device of ``network``'s weights."""
+    device = next(network.parameters()).device
+    return torch.from_numpy(x.astype(np.float32, copy=False)).to(device)
+
+
 def load_network(ctx: LoadContext, rel: str) -> SiteExpert:
     """A network of the experts' architecture with the weights ``rel`` (hash-checked), in eval
-    mode."""
+    mode, on ``ctx.device``."""
     net = build_expert(ctx.cfg, ctx.num_classes)
     try:
         net.load_state_dict(ctx.run.read_tensors(rel))
@@ -198,4 +210,4 @@ def load_network(ctx: LoadContext, rel: str) -> SiteExpert:
         raise ArtifactError(
             f"{ctx.run.root / rel}: weights do not fit the run's network ({err})"
         ) from err
-    return net.eval()
+    return net.to(ctx.device).eval()

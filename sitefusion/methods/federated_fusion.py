@@ -285,6 +285,7 @@ class HeadRound(RoundPhase[HeadRoundRequest]):
             seed=request.seed + request.sites.index(site.name),
             mu=request.mu,
             class_weight=request.class_weight.float(),
+            device=site.cfg.training.device,
         )
         return RoundReply(
             site=site.name,
@@ -409,6 +410,8 @@ class FinetuneRound(RoundPhase[FinetuneRequest]):
             class_weight=request.class_weight.float(),
             schedule=False,
             mu=request.mu,
+            device=site.cfg.training.device,
+            precision=site.cfg.training.precision,
         )
         state = {key: v.detach().clone() for key, v in system.state_dict().items()}
         return RoundReply(

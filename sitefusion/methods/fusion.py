@@ -40,6 +40,7 @@ from sitefusion.methods.base import (
     Method,
     MethodOutput,
     OwnOutputs,
+    network_input,
     softmax_rows,
 )
 from sitefusion.rundir import RunDir
@@ -82,6 +83,7 @@ def fit_head(
         seed=seed,
         presence=presence,
         expert_dropout=cfg.fusion.expert_dropout,
+        device=cfg.training.device,
     )
     return head
 
@@ -163,6 +165,7 @@ class FusionMethod(Method):
             seed=cfg.seed,
             presence=rows.presence[keep],
             expert_dropout=cfg.fusion.expert_dropout,
+            device=cfg.training.device,
         )
         meta: dict[str, Any] = {
             "config": head.config,
@@ -230,6 +233,8 @@ class FusionMethod(Method):
                     if x_cal is not None and cfg.fusion.finetune_soup > 1
                     else None
                 ),
+                device=cfg.training.device,
+                precision=cfg.training.precision,
             )
         self.save_copies(ctx.run, self.name, experts, ctx.sites)
         meta: dict[str, Any] = {
@@ -284,7 +289,7 @@ class FusionMethod(Method):
         if ctx.run.has(rel):
             copies = [build_expert(ctx.cfg, ctx.num_classes) for _ in ctx.sites]
             load_expert_states(ctx.run.read_tensors(rel), copies, ctx.sites)
-            self.experts_ = [c.eval() for c in copies]
+            self.experts_ = [c.to(ctx.device).eval() for c in copies]
         return self
 
     @property
@@ -340,13 +345,13 @@ def _epoch_done(ctx: TrainContext, progress: Any, task: Any, info: str) -> None:
 
 def _expert_outputs(experts: list[SiteExpert], x: np.ndarray) -> dict[str, np.ndarray]:
     """Features ``[B, E, D]`` and logits ``[B, E, K]`` of each expert on normalized ``x``."""
-    xb = torch.from_numpy(x.astype(np.float32, copy=False))
+    xb = network_input(x, experts[0])
     feats, logits = [], []
     with torch.inference_mode():
         for expert in experts:
             z = expert.embed(xb)
-            feats.append(z.numpy())
-            logits.append(expert.head(z).numpy())
+            feats.append(z.float().cpu().numpy())
+            logits.append(expert.head(z).float().cpu().numpy())
     return {"features": np.stack(feats, 1), "logits": np.stack(logits, 1)}
 
 

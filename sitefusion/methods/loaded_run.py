@@ -7,6 +7,7 @@ whatever its own networks computed on the same batches (:mod:`sitefusion.methods
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from sitefusion.methods.fusion import FUSION_METHOD_NAMES, FusionMethod
 from sitefusion.methods.registry import configured_methods
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
+from sitefusion.training.device import resolve_device
 from sitefusion.training.features import ExpertFeatures
 
 __all__ = ["LoadedRun", "RunPredictions"]
@@ -56,10 +58,14 @@ class LoadedRun:
 
     Attributes: ``cfg``, ``classes``, ``expert_sites`` (expert order), ``bank`` (normalizers),
     ``experts`` (the trained site experts), ``methods`` (name -> loaded
-    :class:`~sitefusion.methods.base.Method`, in training order).
+    :class:`~sitefusion.methods.base.Method`, in training order), ``device`` (where the
+    networks run: ``device``, refused with a :class:`~sitefusion.errors.ConfigError` where
+    absent; default the run's ``training.device``, or the CPU with a warning where that is a
+    CUDA device this machine lacks).
+    Fusion heads predict on the CPU from the experts' numpy outputs.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, device: str | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             if self.root.exists():
@@ -83,7 +89,8 @@ class LoadedRun:
         self.classes: tuple[str, ...] = tuple(self.schema["classes"])
         self.expert_sites: tuple[str, ...] = tuple(self.schema["experts"])
         self.bank = NormalizerBank.load(self.root / "normalizers")
-        ctx = LoadContext(self.run, self.cfg, self.classes, self.expert_sites)
+        self.device = self._device(device)
+        ctx = LoadContext(self.run, self.cfg, self.classes, self.expert_sites, self.device)
         self.experts: list[SiteExpert] = [
             load_network(ctx, f"experts/{s}.safetensors") for s in self.expert_sites
         ]
@@ -92,6 +99,24 @@ class LoadedRun:
             for m in configured_methods(self.cfg, self.expert_sites)
             if m.is_trained(self.run)
         }
+
+    def _device(self, requested: str | None) -> torch.device:
+        """The asked-for device (refused if absent), else the run's ``training.device``; a run
+        trained on CUDA read on a machine without it predicts on the CPU, with a warning: the
+        networks are the same, and scoring a GPU-trained run on a CPU machine is the usual
+        deployment."""
+        if requested is not None:
+            return resolve_device(requested, "device")
+        configured = self.cfg.training.device
+        if configured.startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(
+                f"{self.root / 'config.yaml'}: training.device is {configured!r} but CUDA is not "
+                "available here; predicting on the CPU",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return torch.device("cpu")
+        return resolve_device(configured, f"{self.root / 'config.yaml'}: training.device")
 
     @property
     def spatial_size(self) -> tuple[int, ...]:
@@ -155,11 +180,11 @@ class LoadedRun:
             out.norm_site += [ni.site_used for ni in normed]
             out.norm_policy += [ni.policy for ni in normed]
             x = np.stack([ni.array for ni in normed]).astype(np.float32)
-            xb = torch.from_numpy(x)
+            xb = torch.from_numpy(x).to(self.device)
             for j, expert in enumerate(self.experts):
                 z = expert.embed(xb)
-                feats[start:stop, j] = z.numpy()
-                logits[start:stop, j] = expert.head(z).numpy()
+                feats[start:stop, j] = z.float().cpu().numpy()
+                logits[start:stop, j] = expert.head(z).float().cpu().numpy()
             batch = ImageBatch(normalized=x, raw=images[start:stop], bank=bank)
             for method in chosen:
                 parts[method.name].append(method.forward(batch))

@@ -20,6 +20,7 @@ from sitefusion.methods.base import (
     MethodOutput,
     OwnOutputs,
     load_network,
+    network_input,
     softmax_rows,
 )
 from sitefusion.rundir import RunDir
@@ -72,7 +73,8 @@ class PooledMethod(Method):
             raise self._unfitted()
         xp = np.stack([batch.bank.pooled_.transform(image) for image in batch.raw])
         with torch.inference_mode():
-            return {"logits": self.network_(torch.from_numpy(xp.astype(np.float32))).numpy()}
+            logits = self.network_(network_input(xp, self.network_))
+            return {"logits": logits.float().cpu().numpy()}
 
     def predict(
         self,

@@ -17,7 +17,7 @@ from sitefusion.config import Config
 from sitefusion.errors import ArtifactError
 from sitefusion.evaluation.method_families import RANDOM_FEATURES
 from sitefusion.experts import SiteExpert, build_expert
-from sitefusion.methods.base import ImageBatch, LoadContext, Method
+from sitefusion.methods.base import ImageBatch, LoadContext, Method, network_input
 from sitefusion.methods.fusion import FusionMethod, _expert_outputs
 from sitefusion.training.context import TrainContext
 from sitefusion.training.features import ExpertFeatures
@@ -61,7 +61,7 @@ class RandomFeaturesControl(FusionMethod):
         if self.experts_ is None:
             initial = build_expert(ctx.cfg, ctx.num_classes)
             initial.load_state_dict(ctx.run.read_tensors("experts/init.safetensors"))
-            self.initial_ = initial.eval()
+            self.initial_ = initial.to(ctx.device).eval()
         return self
 
     def forward(self, batch: ImageBatch) -> dict[str, np.ndarray]:
@@ -71,12 +71,12 @@ class RandomFeaturesControl(FusionMethod):
             raise self._unfitted()
         # Every expert starts from the same weights, so the untrained features are the same for
         # each expert: computed once, repeated over the expert axis.
-        xb = torch.from_numpy(batch.normalized.astype(np.float32, copy=False))
+        xb = network_input(batch.normalized, self.initial_)
         e = self.head.config["num_experts"]
         with torch.inference_mode():
             z = self.initial_.embed(xb)
             logits = self.initial_.head(z)
         return {
-            "features": np.repeat(z.numpy()[:, None, :], e, axis=1),
-            "logits": np.repeat(logits.numpy()[:, None, :], e, axis=1),
+            "features": np.repeat(z.float().cpu().numpy()[:, None, :], e, axis=1),
+            "logits": np.repeat(logits.float().cpu().numpy()[:, None, :], e, axis=1),
         }

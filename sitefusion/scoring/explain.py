@@ -129,7 +129,9 @@ class GradCamExplainer:
         from monai.visualize import GradCAM
 
         if index not in self._cams:
-            model = _ExpertLogits(copy.deepcopy(self.experts[index])).eval()
+            # Grad-CAM runs on the CPU whatever the scoring device: one image at a time, with
+            # gradients, it gains little from a GPU and its maps stay the same on any machine.
+            model = _ExpertLogits(copy.deepcopy(self.experts[index]).cpu()).eval()
             for p in model.parameters():
                 p.requires_grad_(True)
             layer = find_target_layer(model, torch.zeros((1, *self.example_shape)))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sitefusion.training.device import GradientStep
+
 __all__ = ["Batch", "EpochLoss", "train_epoch"]
 
 
@@ -63,6 +65,8 @@ def train_epoch(
     *,
     learning_rates: Callable[[int], list[float]] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> EpochLoss:
     """Train ``model`` for one pass over ``batches``; returns the epoch's loss.
 
@@ -70,7 +74,13 @@ def train_epoch(
     (a fusion's :class:`~sitefusion.fusion.FusionOutput`). ``learning_rates(batch.step)`` gives
     each parameter group's rate for the step; without it the optimizer's rates stay as they are
     (a torch scheduler the caller steps per epoch).
+
+    ``device``: where the model is; each batch's tensors (drawn on the CPU, so that the batches
+    are the same on any device) are moved there here. ``precision``: ``fp32``, or ``bf16`` /
+    ``fp16`` autocast on CUDA (:mod:`sitefusion.training.device`).
     """
+    device = torch.device(device)
+    step_fn = GradientStep(device, precision)
     model.train()
     total, seen, steps = 0.0, 0, 0
     for batch in batches:
@@ -78,12 +88,13 @@ def train_epoch(
             for group, lr in zip(optimizer.param_groups, learning_rates(batch.step), strict=True):
                 group["lr"] = lr
         steps += 1
-        out = model(*batch.inputs)
-        logits = out.logits if hasattr(out, "logits") else out
-        loss = loss_fn(logits, batch.target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        inputs = tuple(t.to(device) if t is not None else None for t in batch.inputs)
+        with step_fn.autocast():
+            out = model(*inputs)
+            logits = out.logits if hasattr(out, "logits") else out
+        # The loss in float32 whatever the autocast dtype (class weights, FedProx's term).
+        loss = loss_fn(logits.float(), batch.target.to(device))
+        step_fn(loss, optimizer)
         total += float(loss.item()) * batch.size
         seen += batch.size
         if on_batch is not None:

@@ -16,6 +16,7 @@ import torch
 from sitefusion.errors import ArtifactError
 from sitefusion.experts import SiteExpert
 from sitefusion.rundir import RunDir
+from sitefusion.training.device import resolve_device
 
 __all__ = ["ExpertFeatures", "extract_features", "load_feature_cache", "save_feature_cache"]
 
@@ -49,13 +50,15 @@ def extract_features(
     ids: Sequence[str],
     *,
     batch_size: int = 128,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     on_batch: Callable[[int], None] | None = None,
 ) -> ExpertFeatures:
     """Run every expert once on ``images`` ``[N, C, *S]``; returns ``[N, E, D]`` and ``[N, E, K]``.
 
     A network that appears more than once in ``experts`` (the random-feature control's untrained
-    experts are one network) is run once per batch."""
+    experts are one network) is run once per batch. ``device``: where the
+    experts run (``training.device``); they are left on the CPU afterwards."""
+    device = resolve_device(device)
     distinct = list({id(e): e for e in experts}.values())
     for e in distinct:
         e.eval().to(device)
@@ -74,6 +77,8 @@ def extract_features(
         logits.append(np.stack(l_e, axis=1))
         if on_batch is not None:
             on_batch(len(xb))
+    for e in distinct:
+        e.cpu()
     d = experts[0].feature_dim if experts else 0
     k = experts[0].num_classes if experts else 0
     return ExpertFeatures(

@@ -32,6 +32,7 @@ from sitefusion.config import FusionConfig, TrainingConfig
 from sitefusion.experts import average_state_dicts
 from sitefusion.fusion.classifier import FusionClassifier
 from sitefusion.training.augment import BatchAugmenter
+from sitefusion.training.device import resolve_device
 from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.fusion_head import expert_dropout_mask
 from sitefusion.training.loop import class_weights, epoch_steps
@@ -88,6 +89,8 @@ def local_network_update(
 ) -> LocalUpdate:
     """Train ``model`` (already holding the global weights) for ``epochs`` local epochs.
 
+    It trains on ``cfg.device`` with ``cfg.precision`` and is handed back on the CPU.
+
     The experts' recipe: square-root class weights of the site's labels, AdamW at ``lr`` (the
     coordinator's rate for this round) with the config's weight decay, the experts'
     augmentation, at least ``cfg.min_steps_per_epoch`` steps per epoch. A fresh optimizer every
@@ -95,9 +98,13 @@ def local_network_update(
     """
     if len(y) < 2:
         raise ValueError(f"a local update needs at least 2 training images; the site has {len(y)}")
+    device = resolve_device(cfg.device)
+    model.to(device)
     torch.manual_seed(seed)
     weight = class_weights(y, num_classes) if cfg.class_weighting else None
-    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), model, mu)
+    loss_fn = proximal_loss(
+        nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), model, mu
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     augment = BatchAugmenter(x.ndim - 2, seed) if cfg.augment else None
@@ -119,8 +126,10 @@ def local_network_update(
 
     loss = 0.0
     for epoch in range(epochs):
-        loss = train_epoch(model, optimizer, loss_fn, batches(epoch)).mean
-    model.eval()
+        loss = train_epoch(
+            model, optimizer, loss_fn, batches(epoch), device=device, precision=cfg.precision
+        ).mean
+    model.cpu().eval()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return LocalUpdate(state, n, loss)
 
@@ -140,6 +149,7 @@ def local_head_update(
     mu: float = 0.0,
     class_weight: torch.Tensor | None = None,
     batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> LocalUpdate:
     """Train the global ``head`` for ``epochs`` local epochs on a site's cached features.
 
@@ -148,6 +158,7 @@ def local_head_update(
     weights (``class_weight``: the federation's, from the pooled class counts, so that every site
     weighs classes alike; default: the site's own), expert dropout, AdamW at ``lr``. The head's
     standardisation statistics are not trained (they come from :func:`combine_moments`).
+    ``device``: where it trains; the head is handed back on the CPU.
     """
     n, e, _ = features.shape
     if n < 1:
@@ -159,7 +170,9 @@ def local_head_update(
     y = torch.from_numpy(labels.astype(np.int64))
     base = torch.from_numpy(presence.astype(bool))
     weight = class_weight if class_weight is not None else class_weights(labels, num_classes, 1.0)
-    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), head, mu)
+    device = resolve_device(device)
+    head.to(device)
+    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight.to(device)), head, mu)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
     def batches() -> Iterator[Batch]:
@@ -174,8 +187,8 @@ def local_head_update(
 
     loss = 0.0
     for _ in range(epochs):
-        loss = train_epoch(head, optimizer, loss_fn, batches()).mean
-    head.eval()
+        loss = train_epoch(head, optimizer, loss_fn, batches(), device=device).mean
+    head.cpu().eval()
     return LocalUpdate({k: v.detach().clone() for k, v in head.state_dict().items()}, n, loss)
 
 

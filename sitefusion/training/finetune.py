@@ -25,6 +25,7 @@ from sitefusion.evaluation.metrics import balanced_accuracy
 from sitefusion.experts import average_state_dicts
 from sitefusion.fusion.system import FusedSystem
 from sitefusion.training.augment import BatchAugmenter
+from sitefusion.training.device import resolve_device
 from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.federated import proximal_loss
 from sitefusion.training.fusion_head import expert_dropout_mask
@@ -49,6 +50,8 @@ def finetune_fusion(
     class_weight: torch.Tensor | None = None,
     schedule: bool = True,
     mu: float = 0.0,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> list[float]:
     """Train ``system`` end to end on normalized images ``[M, C, *S]``; returns the loss curve.
 
@@ -60,7 +63,11 @@ def finetune_fusion(
     uses the federation's); ``schedule=False``: the two rates held constant (a federated round,
     whose rates the coordinator sets on its own schedule over the rounds); ``mu > 0``: FedProx's
     proximal term to the weights ``system`` holds at the start (a federated round's global ones).
+    ``device`` / ``precision``: where and how it trains (``training.device``,
+    ``training.precision``); ``system`` is handed back on the CPU.
     """
+    device = resolve_device(device)
+    system.to(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     e = presence.shape[1]
@@ -72,7 +79,7 @@ def finetune_fusion(
         weight_decay=1e-4,
     )
     weight = class_weights(labels, num_classes, power=1.0) if class_weight is None else class_weight
-    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight), system, mu)
+    loss_fn = proximal_loss(nn.CrossEntropyLoss(weight=weight.to(device)), system, mu)
     augment = BatchAugmenter(images.ndim - 2, seed)
     n = len(labels)
     total_steps = max(1, math.ceil(n / batch_size)) * cfg.finetune_epochs
@@ -104,11 +111,13 @@ def finetune_fusion(
                 cosine(b, step, total_steps) if schedule else b for b in bases
             ],
             on_batch=on_batch,
+            device=device,
+            precision=precision,
         )
         curve.append(loss.mean)
         if on_epoch is not None:
             on_epoch(epoch, curve[-1])
-    system.eval()
+    system.cpu().eval()
     return curve
 
 
@@ -125,6 +134,8 @@ def finetune_soup(
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_member: Callable[[int, FusedSystem], None] | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> list[list[float]]:
     """:func:`finetune_fusion` ``cfg.finetune_soup`` times from the same start, then average.
 
@@ -134,8 +145,9 @@ def finetune_soup(
     works when the members stay in one basin of the loss, which fine-tuning from trained experts
     does; it costs ``finetune_soup`` times the training and nothing at inference. Returns one
     loss curve per member; ``on_epoch`` counts epochs across members. ``on_member(m, system)``
-    is called with each member as soon as it is trained (in eval mode), so that a caller can score
-    the members against the soup.
+    is called with each member as soon as it is trained (in eval mode, on the CPU), so that a
+    caller can score the members against the soup. ``device`` / ``precision``: see
+    :func:`finetune_fusion`; the soup is handed back on the CPU.
     """
     k = cfg.finetune_soup
     start = copy.deepcopy(system.state_dict()) if k > 1 else None
@@ -161,6 +173,8 @@ def finetune_soup(
                 batch_size=batch_size,
                 on_epoch=member_epoch,
                 on_batch=on_batch,
+                device=device,
+                precision=precision,
             )
         )
         if on_member is not None:
@@ -172,8 +186,8 @@ def finetune_soup(
     system.load_state_dict(average_state_dicts(states))
     # The members' running statistics do not describe their average's activations: recompute
     # them over the (unaugmented) training images with PyTorch's SWA helper.
-    recompute_batchnorm(system, images, batch_size)
-    system.eval()
+    recompute_batchnorm(system.to(resolve_device(device)), images, batch_size)
+    system.cpu().eval()
     return curves
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from sitefusion.config import FusionConfig
 from sitefusion.fusion.classifier import FusionClassifier
+from sitefusion.training.device import resolve_device
 from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.loop import class_weights
 
@@ -42,6 +43,7 @@ def fit_fusion(
     presence: np.ndarray | None = None,
     expert_dropout: float = 0.2,
     batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> tuple[FusionClassifier, list[float]]:
     """Fit a :class:`FusionClassifier` on cached features; returns it (eval mode) and the loss curve.
 
@@ -49,7 +51,9 @@ def fit_fusion(
         features: ``[N, E, D]`` fusion-split features; logits: ``[N, E, K]``; labels: ``[N]``.
         presence: optional ``[N, E]`` boolean mask of experts that may be used (leave-one-site-out
             passes a mask with the held-out site's expert absent).
+        device: where the head trains (``training.device``); it is returned on the CPU.
     """
+    device = resolve_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n, e, d = features.shape
@@ -72,9 +76,10 @@ def fit_fusion(
     )
     with torch.no_grad():
         model.set_statistics(f, lg)
+    model.to(device)
     # scikit-learn's "balanced" weights: square-root weights, as for the CNNs, did worse here
     # (docs/benchmarks.md).
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0))
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels, num_classes, power=1.0).to(device))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
 
@@ -91,7 +96,7 @@ def fit_fusion(
 
     curve: list[float] = []
     for _ in range(cfg.epochs):
-        curve.append(train_epoch(model, opt, loss_fn, batches()).mean)
+        curve.append(train_epoch(model, opt, loss_fn, batches(), device=device).mean)
         sched.step()
-    model.eval()
+    model.cpu().eval()
     return model, curve

@@ -26,6 +26,7 @@ from sitefusion.config import TrainingConfig
 from sitefusion.rundir import RunDir
 from sitefusion.training.augment import BatchAugmenter
 from sitefusion.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from sitefusion.training.device import resolve_device
 from sitefusion.training.engine import Batch, train_epoch
 from sitefusion.training.schedules import warmup_cosine
 
@@ -80,7 +81,7 @@ def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> t
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, x: np.ndarray, batch_size: int = 128, device: str = "cpu"
+    model: nn.Module, x: np.ndarray, batch_size: int = 128, device: str | torch.device = "cpu"
 ) -> np.ndarray:
     """Logits ``[N, C]`` of ``model`` on images ``x`` ``[N, C_in, *S]`` in eval mode."""
     model.eval()
@@ -95,6 +96,7 @@ def recompute_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 
     """Reset ``model``'s BatchNorm running statistics and re-estimate them over ``images``
     ``[N, C, *S]`` (unaugmented, no gradients) with PyTorch's SWA helper ``update_bn``; the
     model's train/eval mode is left as it was."""
+    device = next(model.parameters()).device
     with torch.no_grad():
         update_bn(
             (
@@ -102,6 +104,7 @@ def recompute_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 
                 for i in range(0, len(images), batch_size)
             ),
             model,
+            device=device,
         )
 
 
@@ -141,11 +144,12 @@ def fit_classifier(
         run, checkpoint_stem: where per-epoch checkpoints go (``None``: no checkpoints).
         on_epoch, on_batch: progress callbacks.
     """
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     model.to(device)
     weight = class_weights(y_train, num_classes) if cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
-    val_loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight)
+    # The validation loss is computed on the CPU, from numpy logits: its weights stay there.
+    val_loss_fn = nn.CrossEntropyLoss(weight=weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spatial_dims = x_train.ndim - 2
     augment = BatchAugmenter(spatial_dims, seed) if cfg.augment else None
@@ -174,8 +178,7 @@ def fit_classifier(
             if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
             xb = augment(x_train[idx]) if augment is not None else torch.from_numpy(x_train[idx])
-            xb = xb.to(device)
-            yield Batch((xb,), torch.from_numpy(y_train[idx]).long().to(device), step)
+            yield Batch((xb,), torch.from_numpy(y_train[idx]).long(), step)
 
     for epoch in range(state.epoch + 1, cfg.epochs):
         if state.stopped:
@@ -186,13 +189,20 @@ def fit_classifier(
             return [warmup_cosine(cfg.lr, epoch, step, steps, cfg.epochs)]
 
         result = train_epoch(
-            model, optimizer, loss_fn, batches(epoch), learning_rates=rates, on_batch=on_batch
+            model,
+            optimizer,
+            loss_fn,
+            batches(epoch),
+            learning_rates=rates,
+            on_batch=on_batch,
+            device=device,
+            precision=cfg.precision,
         )
         elapsed = time.perf_counter() - t0
         train_loss, seen = result.mean, result.seen
 
         if len(x_val):
-            logits = predict_logits(model, x_val, device=cfg.device)
+            logits = predict_logits(model, x_val, device=device)
             val_loss = float(
                 val_loss_fn(torch.from_numpy(logits), torch.from_numpy(y_val).long()).item()
             )
@@ -232,5 +242,7 @@ def fit_classifier(
                     epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / max(elapsed, 1e-9)
                 )
             )
-    model.load_state_dict(best)
+    # Handed back on the CPU, where artifacts are written and numpy predictions made.
+    best = {k: v.cpu() for k, v in best.items()}
+    model.cpu().load_state_dict(best)
     return FitResult(best, state.history, state.best_epoch, resumed_from)
