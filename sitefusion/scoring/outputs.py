@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from sitefusion.csvcells import escape_cell
 from sitefusion.errors import SiteFusionError
 from sitefusion.rundir import atomic_write
 
@@ -99,10 +100,6 @@ def score_columns(classes: Sequence[str], sites: Sequence[str]) -> list[str]:
     ]
 
 
-#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def printable(value: Any) -> Any:
     """``value`` with every text made writable as UTF-8: a file name that is not valid UTF-8
     (Python holds its bytes as surrogates) gets each such byte as ``\\xNN``, as Python's
@@ -125,11 +122,7 @@ def _csv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ";".join(_csv_value(v) for v in value)
-    text = str(value)
-    if isinstance(value, str) and text.startswith(_FORMULA_START):
-        # A leading apostrophe makes a spreadsheet show the text instead of evaluating it.
-        return "'" + text
-    return text
+    return escape_cell(value) if isinstance(value, str) else str(value)
 
 
 class ScoreStore:
@@ -330,9 +323,9 @@ class ScoreStore:
 
 def rows_to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """CSV text of rows: lists joined with ``;``, booleans ``true``/``false``, ``None`` empty,
-    and a text cell that a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR
-    first) prefixed with ``'`` (OWASP's CSV-injection rule). ``scores.jsonl`` keeps the values
-    as they are: JSON is data, never evaluated."""
+    and text cells through :func:`sitefusion.csvcells.escape_cell` (a cell a spreadsheet would
+    evaluate gets a leading ``'``), the rule of every CSV sitefusion writes. ``scores.jsonl``
+    keeps the values as they are: JSON is data, never evaluated."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
