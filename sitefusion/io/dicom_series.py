@@ -158,7 +158,7 @@ def _is_dicomdir(ds: Any) -> bool:
 
 
 def _stack(source: Path, files: list[Path], max_elements: int = MAX_ELEMENTS) -> ImageData:
-    datasets = [read_dicom_dataset(f) for f in files]
+    datasets = [read_dicom_dataset(f, max_elements=max_elements) for f in files]
     claimed = [claimed_shape(ds) for ds in datasets]
     check_size(source, (sum(s[0] for s in claimed), *max(claimed)[1:]), max_elements)
     order, positions, how = _slice_order(source, files, datasets)
