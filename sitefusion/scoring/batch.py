@@ -124,6 +124,20 @@ def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, ex
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _needs_scoring(row: dict[str, Any], key: str, explain: bool, out: Path) -> bool:
+    """Whether an item is scored (again): no row with its current key, or, with ``explain``,
+    a scored row whose pictures are missing (not written, e.g. for a full disk, or deleted
+    since): those are retried on every rerun until they are written."""
+    if row.get("score_key") != key:
+        return True
+    if not explain or row.get("status") != "ok":
+        return False
+    paths = row.get("explanation")
+    if not isinstance(paths, list) or not paths:
+        return True
+    return not all((out / str(p)).is_file() for p in paths)
+
+
 def score_inputs(
     run_dir: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -204,7 +218,7 @@ def score_inputs(
         pending = [
             it
             for it in items
-            if store.rows.get(it.item_id, {}).get("score_key") != keys[it.item_id]
+            if _needs_scoring(store.rows.get(it.item_id, {}), keys[it.item_id], explain, out)
         ]
         done_before = len(items) - len(pending)
         task = progress.add_task("scoring", total=len(items), ok=0, errors=0)

@@ -19,13 +19,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from sitefusion.csvcells import escape_cell
-from sitefusion.errors import SiteFusionError
+from sitefusion.errors import OutputFolderError, SiteFusionError
 from sitefusion.rundir import atomic_write
 
 __all__ = [
@@ -113,6 +114,20 @@ def printable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [printable(v) for v in value]
     return value
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` (a full disk, say) becomes an error naming it."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, SiteFusionError):
+            raise
+        raise OutputFolderError(
+            f"{path}: cannot write: {err.strerror or err}; the rows journaled so far are kept, "
+            "and the same command resumes once the problem is fixed"
+        ) from err
 
 
 def _csv_value(value: Any) -> str:
@@ -218,7 +233,7 @@ class ScoreStore:
                     f"{self.run_id!r}; use another --out for this run"
                 )
             return
-        with atomic_write(path) as fh:
+        with _naming(path), atomic_write(path) as fh:
             json.dump(
                 {
                     "format": _FORMAT,
@@ -267,17 +282,19 @@ class ScoreStore:
         if self._fh is None:
             raise SiteFusionError("ScoreStore.append called outside its `with` block")
         record = {c: printable(row.get(c)) for c in self.columns}
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        if fsync:
-            os.fsync(self._fh.fileno())
+        with _naming(self.jsonl_path):
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            if fsync:
+                os.fsync(self._fh.fileno())
         self.rows[str(record["item"])] = record
 
     def sync(self) -> None:
         """fsync the journal (everything appended so far is on disk)."""
         if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            with _naming(self.jsonl_path):
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
 
     def final_rows(
         self,
@@ -309,11 +326,11 @@ class ScoreStore:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        with atomic_write(self.jsonl_path) as fh:
+        with _naming(self.jsonl_path), atomic_write(self.jsonl_path) as fh:
             for row in rows:
                 fh.write(json.dumps({c: row.get(c) for c in self.columns}, ensure_ascii=False))
                 fh.write("\n")
-        with atomic_write(self.csv_path) as fh:
+        with _naming(self.csv_path), atomic_write(self.csv_path) as fh:
             fh.write(rows_to_csv(rows, self.columns))
         publish(self.jsonl_path)
         publish(self.csv_path)

@@ -1,0 +1,96 @@
+"""Hostile conditions for a scoring batch's outputs and paths (issue 31, classes 2 and 6)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sitefusion.scoring.explain as explain_module
+from sitefusion.scoring import score_inputs
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+
+
+def test_explanations_lost_to_a_full_disk_name_the_file_and_are_retried(
+    scoring_run: Path,
+    synthetic_pngs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the error said only "[Errno 28] No space left on device", and the rows were
+    journaled as done, so a rerun after space was freed never wrote their Grad-CAM."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, png in enumerate(synthetic_pngs[:4]):
+        shutil.copy(png, inputs / f"img_{i}.png")
+    real = explain_module.atomic_write
+    calls = {"n": 0}
+
+    def full_disk(path: Any, mode: str = "w") -> Any:
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first item's two pictures fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode)
+
+    monkeypatch.setattr(explain_module, "atomic_write", full_disk)
+    out = tmp_path / "out"
+    first = score_inputs(scoring_run, [inputs], out, explain=True)
+    assert first.ok == 4 and first.explained == 1
+    failed = [r for r in _rows(out) if not r["explanation"]]
+    assert len(failed) == 3
+    for row in failed:
+        assert "No space left on device" in row["error"], row
+        assert str(out / "explain") in row["error"] and "_gradcam.png" in row["error"], row
+
+    monkeypatch.setattr(explain_module, "atomic_write", real)  # space freed
+    second = score_inputs(scoring_run, [inputs], out, explain=True)
+    assert second.scored == 3 and second.skipped == 1
+    rows = _rows(out)
+    assert all(r["explanation"] and not r["error"] for r in rows), rows
+    for row in rows:
+        assert all((out / p).is_file() for p in row["explanation"])
+    third = score_inputs(scoring_run, [inputs], out, explain=True)
+    assert third.scored == 0 and third.skipped == 4
+
+    # A picture deleted since is written again too.
+    (out / rows[0]["explanation"][0]).unlink()
+    fourth = score_inputs(scoring_run, [inputs], out, explain=True)
+    assert fourth.scored == 1
+    assert (out / rows[0]["explanation"][0]).is_file()
+
+
+def test_a_full_disk_at_the_final_files_names_them_and_the_rerun_resumes(
+    scoring_run: Path,
+    synthetic_pngs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sitefusion.scoring.outputs as outputs
+    from sitefusion.errors import OutputFolderError
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, png in enumerate(synthetic_pngs[:2]):
+        shutil.copy(png, inputs / f"img_{i}.png")
+
+    real = outputs.atomic_write
+
+    def full_disk(path: Any, mode: str = "w") -> Any:
+        if Path(path).name == "scores.jsonl":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode)
+
+    monkeypatch.setattr(outputs, "atomic_write", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OutputFolderError, match=r"scores\.jsonl: cannot write: No space left"):
+        score_inputs(scoring_run, [inputs], out)
+    monkeypatch.undo()
+    again = score_inputs(scoring_run, [inputs], out)
+    assert again.skipped == 2 and again.scored == 0 and again.ok == 2
