@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.reading import ItemReader, LoadedItem, init_reader_thread
-from sitefusion.scoring.rows import BatchScorer
+from sitefusion.scoring.rows import BatchScorer, redact_stored_row
 from sitefusion.scoring.site_resolution import check_site_flag, check_site_map
 from sitefusion.scoring.sr import PatientModule
 from sitefusion.scoring.sr_files import SeriesReports
@@ -211,7 +211,13 @@ def score_inputs(
             on_file=lambda k: progress.advance(finding, k),
         )
         progress.update(finding, total=progress.tasks[finding].completed)
-        items = discovery.items
+        # Every path of the batch is redacted with the identifiers of every DICOM header met,
+        # whatever the item's format: a photo in the patient's folder carries the name too.
+        items = [
+            replace(it, identifiers=it.identifiers | discovery.identifiers)
+            for it in discovery.items
+        ]
+        by_id = {it.item_id: it for it in items}
         keys = {
             it.item_id: _score_key(it, run.run_id, site, convert_colour, explain) for it in items
         }
@@ -254,6 +260,8 @@ def score_inputs(
         progress.update(sr_task, total=len(sr_paths) + len(sr_errors), completed=len(sr_paths))
 
         def with_sr(row: dict[str, Any]) -> dict[str, Any]:
+            if row.get("item") in by_id:  # rows of earlier calls: what this batch knows
+                row = redact_stored_row(row, by_id[row["item"]], out)
             series = row.get("series_uid")
             if row.get("status") == "ok" and series in sr_paths:
                 row["sr"] = sr_paths[series]

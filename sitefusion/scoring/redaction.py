@@ -3,10 +3,12 @@
 The readers never copy PatientName/PatientID into metadata, but an export may still carry them in
 a *path* (a folder per patient is common) or a library error may quote a header value. Scoring
 therefore collects the identifiers of each DICOM header it parses (in memory only) and replaces
-them in the free-text fields of that item's row (``input``, ``error``) and in file names derived
-from them. Each item is redacted with its own patient's identifiers only: applied to every row,
-a name part such as "Test" or "First" shreds other patients' paths ("test_files"). UIDs are left
-alone: they are not patient identifiers, and a short ID could match inside one.
+them in the free-text fields of every row of the batch (``input``, ``error``) and in file names
+derived from them, whatever the item's format: a photo or a note in the patient's folder
+carries the name too. The cost: a short name part such as "Test" also hides that whole token
+in other paths of the batch ("[redacted]_files"); docs/architecture.md says why that is the
+right side to err on. UIDs are left alone: they are not patient identifiers, and a short ID
+could match inside one.
 """
 
 from __future__ import annotations

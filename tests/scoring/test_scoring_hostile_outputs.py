@@ -94,3 +94,64 @@ def test_a_full_disk_at_the_final_files_names_them_and_the_rerun_resumes(
     monkeypatch.undo()
     again = score_inputs(scoring_run, [inputs], out)
     assert again.skipped == 2 and again.scored == 0 and again.ok == 2
+
+
+def _patient_folder(root: Path, png: Path) -> Path:
+    """``DOE_JOHN_PID778899/`` holding a photo named after the patient, a text note and (last
+    in path order, so read after them) the patient's DICOM."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder = root / "DOE_JOHN_PID778899"
+    folder.mkdir(parents=True)
+    shutil.copy(png, folder / "DOE_JOHN_photo.png")
+    shutil.copy(png, folder / "photo.png")
+    (folder / "notes.txt").write_text("referral letter\n")
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    ds.PatientName, ds.PatientID = "DOE^JOHN", "PID778899"
+    ds.save_as(folder / "zz_ct.dcm")
+    return folder
+
+
+def _leaks(out: Path) -> list[str]:
+    secrets = ("doe", "john", "pid778899")
+    found = [
+        str(p.relative_to(out)) for p in out.rglob("*") if any(s in p.name.lower() for s in secrets)
+    ]
+    for name in ("scores.csv", "scores.jsonl"):
+        text = (out / name).read_text().lower()
+        found += [f"{name}: {s}" for s in secrets if s in text]
+    return found
+
+
+def test_identifiers_from_any_dicom_header_leave_every_path_of_the_batch(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """Before: the photo and the note in the patient's folder kept the name and ID in
+    scores.csv, scores.jsonl and the Grad-CAM file name (only DICOM items were redacted, each
+    with its own header's identifiers)."""
+    folder = _patient_folder(tmp_path / "in", synthetic_pngs[0])
+    out = tmp_path / "out"
+    summary = score_inputs(scoring_run, [folder], out, explain=True, batch_size=1)
+    assert summary.items == 4
+    rows = _rows(out)
+    assert sum(r["status"] == "ok" for r in rows) == 3, rows
+    assert _leaks(out) == []
+    assert all("[redacted]" in r["input"] for r in rows), [r["input"] for r in rows]
+
+
+def test_a_resumed_batch_redacts_rows_written_before_the_identifiers_were_known(
+    scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
+) -> None:
+    """The photos are scored first on their own (no DICOM header: nothing to redact yet); the
+    rerun over the whole folder skips them but must not keep their names in any output."""
+    folder = _patient_folder(tmp_path / "in", synthetic_pngs[0])
+    out = tmp_path / "out"
+    photos = [folder / "DOE_JOHN_photo.png", folder / "photo.png"]
+    score_inputs(scoring_run, photos, out, explain=True)
+    summary = score_inputs(scoring_run, [folder], out, explain=True)
+    assert summary.skipped == 2 and summary.items == 4
+    assert _leaks(out) == []
+    rows = _rows(out)
+    for row in rows:
+        assert all((out / p).is_file() for p in row["explanation"] or [])
