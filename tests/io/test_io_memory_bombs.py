@@ -179,3 +179,34 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_within_the_limit(tmp_path: P
     result = _read_in_child(path)
     assert result.get("shape") == [3, 4500, 4500], result
     assert result["peak"] < 600e6, result
+
+
+def test_a_series_too_large_in_sum_is_refused_from_its_headers(tmp_path: Path) -> None:
+    """Before: every slice was read whole (pixels included) before the series' size was
+    checked, so a series of many large slices was held in memory only to be refused."""
+    import tracemalloc
+
+    import pytest
+
+    from sitefusion.errors import ImageReadError
+    from sitefusion.io import read_dicom_series
+
+    src = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    files = []
+    for i in range(3):
+        ds = src.copy()
+        ds.Rows = ds.Columns = 1024
+        ds.PixelData = bytes(1024 * 1024 * 2)
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0, 0, float(i)]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        files.append(tmp_path / f"s{i}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError, match="describes a 3x1024x1024x1 image"):
+            read_dicom_series(files, max_elements=2_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak  # one slice's pixels are 2 MB: none was read
