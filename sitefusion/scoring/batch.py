@@ -213,10 +213,9 @@ def score_inputs(
         progress.update(finding, total=progress.tasks[finding].completed)
         # Every path of the batch is redacted with the identifiers of every DICOM header met,
         # whatever the item's format: a photo in the patient's folder carries the name too.
-        items = [
-            replace(it, identifiers=it.identifiers | discovery.identifiers)
-            for it in discovery.items
-        ]
+        # (One shared set: an item's own identifiers are among them, and the redactor's index
+        # is built once per set.)
+        items = [replace(it, identifiers=discovery.identifiers) for it in discovery.items]
         by_id = {it.item_id: it for it in items}
         keys = {
             it.item_id: _score_key(it, run.run_id, site, convert_colour, explain) for it in items
