@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sitefusion.errors import ImageReadError
-from sitefusion.io.deflated import inflate
+from sitefusion.io.deflated import HEADER_BYTES, inflate
 from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import NIFTI_SUFFIXES, nifti_magic, require_file
 from sitefusion.io.types import ImageData, build_image
@@ -118,7 +118,14 @@ def _load(path: Path, max_elements: int) -> Any:
         header = image_class.header_class.from_fileobj(io.BytesIO(first))
         shape = tuple(int(s) for s in header.get_data_shape())
         check_size(path, shape, max_elements)  # before any voxel is read
-        need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+        offset = int(header.get_data_offset())
+        if offset > HEADER_BYTES:  # header extensions of gigabytes: the offset alone is a bomb
+            raise ImageReadError(
+                path,
+                f"NIfTI voxel offset (vox_offset) is {offset:,} bytes, more than the "
+                f"{HEADER_BYTES:,} a header and its extensions may take",
+            )
+        need = offset + math.prod(shape) * header.get_data_dtype().itemsize
         fh.seek(0)
         data = head(max(need, len(first)))
     return image_class.from_bytes(data)

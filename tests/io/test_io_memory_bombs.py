@@ -134,13 +134,13 @@ def _gzip_stream(path: Path, head: bytes, zero_bytes: int) -> None:
         fh.write(packer.flush())
 
 
-def _nifti_header(shape: tuple[int, ...]) -> bytes:
+def _nifti_header(shape: tuple[int, ...], offset: int = 352) -> bytes:
     import nibabel as nib
 
     header = nib.Nifti1Header()
     header.set_data_shape(shape)
     header.set_data_dtype(np.uint8)
-    header.set_data_offset(352)
+    header.set_data_offset(offset)
     return header.binaryblock + b"\0" * 4
 
 
@@ -157,6 +157,11 @@ def test_a_gzipped_nifti_not_named_nii_gz_is_inflated_only_as_far_as_its_header_
     _gzip_stream(claims_big, _nifti_header((1024, 1024, 1024)), int(1.2 * GIB))
     result = _read_in_child(claims_big)
     assert "describes a 1024x1024x1024 image" in result.get("error", ""), result
+    assert result["peak"] < 400e6, result
+    far_offset = tmp_path / "offset.dat"  # a tiny image whose voxels start 1.2 GB in
+    _gzip_stream(far_offset, _nifti_header((4, 4), offset=1_200_000_000), int(1.2 * GIB))
+    result = _read_in_child(far_offset)
+    assert "voxel offset (vox_offset) is 1,200,000,000 bytes" in result.get("error", ""), result
     assert result["peak"] < 400e6, result
 
 
