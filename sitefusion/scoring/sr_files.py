@@ -92,8 +92,15 @@ class SeriesReports:
                 self._write_report(self.out / rel, series_uid, members, rows)
             except Exception as err:  # an SR problem never loses the scores
                 redact = Redactor(frozenset().union(*(m.identifiers for m in members)))
+                # an OSError (a full disk) is worded by its cause, with the file it was for;
+                # the rerun writes it (an SR is rebuilt whenever its file is missing)
+                why = (
+                    err.strerror
+                    if isinstance(err, OSError) and err.strerror
+                    else f"{type(err).__name__}: {err}"
+                )
                 failures.append(
-                    redact(f"series {series_uid}: SR not written: {type(err).__name__}: {err}")
+                    redact(f"series {series_uid}: SR not written: {why} ({self.out / rel})")
                 )
                 continue
             written[series_uid] = rel

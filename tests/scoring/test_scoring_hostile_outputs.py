@@ -155,3 +155,30 @@ def test_a_resumed_batch_redacts_rows_written_before_the_identifiers_were_known(
     rows = _rows(out)
     for row in rows:
         assert all((out / p).is_file() for p in row["explanation"] or [])
+
+
+def test_an_sr_lost_to_a_full_disk_names_its_file_and_is_written_on_rerun(
+    scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    import sitefusion.scoring.sr_files as sr_files
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(str(get_testdata_file("CT_small.dcm")), inputs / "ct.dcm")
+    series = str(pydicom.dcmread(inputs / "ct.dcm").SeriesInstanceUID)
+
+    def full_disk(path: Path, sr: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sr_files, "write_series_sr", full_disk)
+    out = tmp_path / "out"
+    first = score_inputs(scoring_run, [inputs], out)
+    assert first.sr_failed == 1
+    (reason,) = first.sr_errors
+    assert str(out / "sr" / f"{series}.dcm") in reason and "No space left" in reason, reason
+    monkeypatch.undo()
+    second = score_inputs(scoring_run, [inputs], out)
+    assert second.sr_written == 1 and (out / "sr" / f"{series}.dcm").is_file()
