@@ -88,7 +88,7 @@ def _fit_header(image: Any, fmt: str, mode: str, path: Path, max_elements: int) 
     # Pillow decodes every band of the file's mode before the conversion to grey or RGB.
     per_pixel = max(channels, len(image.getbands()))
     if width * height * per_pixel <= max_elements or fmt != "jpeg":
-        check_size(path, (channels, height, width), max(1, max_elements // per_pixel * channels))
+        check_size(path, (per_pixel, height, width), max_elements)  # raises when too large
         return 1
     for scale in (2, 4, 8):
         size = (-(-width // scale), -(-height // scale))
@@ -97,7 +97,7 @@ def _fit_header(image: Any, fmt: str, mode: str, path: Path, max_elements: int) 
             if image.size[0] * image.size[1] * per_pixel <= max_elements:
                 return scale
             break
-    check_size(path, (channels, height, width), max_elements)  # raises: too large even at 1/8
+    check_size(path, (per_pixel, height, width), max_elements)  # raises: too large even at 1/8
     return 1
 
 

@@ -215,3 +215,26 @@ def test_a_series_too_large_in_sum_is_refused_from_its_headers(tmp_path: Path) -
     finally:
         tracemalloc.stop()
     assert peak < 2_000_000, peak  # one slice's pixels are 2 MB: none was read
+
+
+def test_the_raster_limit_is_the_setting_and_a_jpeg_reduction_is_recorded(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from sitefusion.errors import ImageReadError
+    from sitefusion.io import read_image
+
+    png = tmp_path / "a.png"
+    Image.new("LA", (100, 100)).save(png)  # two bands decoded, one grey channel kept
+    with pytest.raises(ImageReadError, match=r"describes a 2x100x100 image .* limit of 15,000"):
+        read_image(png, max_elements=15_000)
+    assert read_image(png, max_elements=20_000).array.shape == (1, 100, 100)
+    jpg = tmp_path / "a.jpg"
+    Image.new("RGB", (100, 100), (10, 200, 30)).save(jpg)
+    small = read_image(jpg, max_elements=10_000)
+    assert small.array.shape == (3, 50, 50) and small.metadata["reduced_by"] == 2
+    whole = read_image(jpg)
+    assert whole.array.shape == (3, 100, 100) and "reduced_by" not in whole.metadata
+    with pytest.raises(ImageReadError, match="describes a 3x100x100 image"):
+        read_image(jpg, max_elements=100)  # too large even at 1/8
