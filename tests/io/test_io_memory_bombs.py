@@ -238,3 +238,18 @@ def test_the_raster_limit_is_the_setting_and_a_jpeg_reduction_is_recorded(
     assert whole.array.shape == (3, 100, 100) and "reduced_by" not in whole.metadata
     with pytest.raises(ImageReadError, match="describes a 3x100x100 image"):
         read_image(jpg, max_elements=100)  # too large even at 1/8
+
+
+def test_pydicoms_deflated_sample_reads_as_pydicom_reads_it() -> None:
+    """The bounded inflation parses deflated files to the same data set as pydicom."""
+    from sitefusion.io import read_image
+    from sitefusion.io.dicom import read_dicom_dataset
+
+    path = Path(str(get_testdata_file("image_dfl.dcm")))
+    reference = pydicom.dcmread(path)
+    assert reference.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert read_dicom_dataset(path) == reference
+    assert read_dicom_dataset(path, stop_before_pixels=True).Rows == reference.Rows
+    image = read_image(path)
+    assert np.array_equal(image.array[0], reference.pixel_array.astype(np.float32))
+    assert image.metadata["TransferSyntaxUID"] == DeflatedExplicitVRLittleEndian
