@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +241,14 @@ def test_the_raster_limit_is_the_setting_and_a_jpeg_reduction_is_recorded(
         read_image(jpg, max_elements=100)  # too large even at 1/8
 
 
-def test_pydicoms_deflated_sample_reads_as_pydicom_reads_it() -> None:
+def test_pydicoms_deflated_sample_reads_as_pydicom_reads_it(
+    pydicom_file: Callable[[str], Path],
+) -> None:
     """The bounded inflation parses deflated files to the same data set as pydicom."""
     from sitefusion.io import read_image
     from sitefusion.io.dicom import read_dicom_dataset
 
-    path = Path(str(get_testdata_file("image_dfl.dcm")))
+    path = pydicom_file("image_dfl.dcm")
     reference = pydicom.dcmread(path)
     assert reference.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
     assert read_dicom_dataset(path) == reference
