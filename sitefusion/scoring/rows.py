@@ -64,8 +64,10 @@ def redact_stored_row(row: dict[str, Any], item: ScoreItem, out: Path) -> dict[s
     for rel in map(str, paths):
         name = Path(rel).name
         new = rel
-        if marker in name:
-            new = str(Path(rel).parent / (explanation_key(item) + name.split(marker, 1)[1]))
+        # Only the batch's own pictures (explain/<key>...) are renamed, never a path a
+        # damaged journal could name elsewhere.
+        if marker in name and Path(rel).parent == Path("explain"):
+            new = f"explain/{explanation_key(item)}{name.split(marker, 1)[1]}"
         if new != rel and (out / rel).is_file():
             os.replace(out / rel, out / new)
         renamed.append(new)
