@@ -13,7 +13,7 @@ from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import require_file
 from sitefusion.io.types import ImageData, build_image
 
-__all__ = ["read_raster"]
+__all__ = ["raster_channels", "read_raster"]
 
 # Modes whose values are already grey levels; 16/32-bit and float ones keep their range.
 _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
@@ -78,6 +78,20 @@ def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENT
     if reduced > 1:
         metadata["reduced_by"] = reduced
     return build_image(p, array, metadata)
+
+
+def raster_channels(path: str | os.PathLike[str]) -> int | None:
+    """The channels :func:`read_raster` would return for ``path`` (1 grey, 3 colour), from
+    its header alone; ``None`` when Pillow does not open it as a single-frame image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            if int(getattr(opened, "n_frames", 1)) > 1 and opened.format != "MPO":
+                return None  # refused by read_raster with its own reason
+            return 1 if opened.mode in (*_GREY_MODES, *_TO_GREY) else 3
+    except Exception:  # not a raster Pillow opens: the reader says why
+        return None
 
 
 def _fit_header(image: Any, fmt: str, mode: str, path: Path, max_elements: int) -> int:

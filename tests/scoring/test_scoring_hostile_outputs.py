@@ -182,3 +182,33 @@ def test_an_sr_lost_to_a_full_disk_names_its_file_and_is_written_on_rerun(
     monkeypatch.undo()
     second = score_inputs(scoring_run, [inputs], out)
     assert second.sr_written == 1 and (out / "sr" / f"{series}.dcm").is_file()
+
+
+def test_a_raster_with_the_wrong_channels_is_refused_from_its_header(
+    scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 31, class 1: the channel check ran after the image was decoded to float32; an
+    RGB photo for a grey run is now refused from its header, its pixels never decoded."""
+    from PIL import Image
+
+    import sitefusion.io.raster as raster
+
+    path = tmp_path / "in" / "colour.jpg"
+    path.parent.mkdir()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
+    decoded: list[str] = []
+    real = raster._to_array
+
+    def counting(image: Any, mode: str, p: Any) -> Any:
+        decoded.append(str(p))
+        return real(image, mode, p)
+
+    monkeypatch.setattr(raster, "_to_array", counting)
+    out = tmp_path / "out"
+    score_inputs(scoring_run, [path.parent], out)
+    (row,) = _rows(out)
+    assert row["status"] == "error"
+    assert "image has 3 channel(s); this run takes 1 (pass --convert-colour" in row["error"]
+    assert decoded == []
+    score_inputs(scoring_run, [path.parent], tmp_path / "out2", convert_colour=True)
+    assert _rows(tmp_path / "out2")[0]["status"] == "ok" and decoded == [str(path)]
