@@ -25,16 +25,19 @@ DEFLATED_UID = "1.2.840.10008.1.2.1.99"
 HEADER_BYTES = 32 << 20
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 _CHUNK = 1 << 20
+_META_GROUP = b"\x02\x00"  # group 0x0002 (file meta), little endian
 
 
 def is_deflated(path: Path) -> bool:
-    """True when the file meta of ``path`` (a DICOM Part 10 file) names the deflated syntax."""
+    """True when the file meta of ``path`` names the deflated syntax: after the preamble and
+    ``DICM``, or at the very start (pydicom reads file meta there too, and inflates)."""
     try:
         with path.open("rb") as fh:
             head = fh.read(4096)
     except OSError:
         return False  # the reader reports the same problem with the file
-    return head[128:132] == b"DICM" and DEFLATED_UID.encode() in head
+    has_meta = head[128:132] == b"DICM" or head.startswith(_META_GROUP)
+    return has_meta and DEFLATED_UID.encode() in head
 
 
 def inflate(fh: Any, cap: int, wbits: int = -zlib.MAX_WBITS) -> tuple[bytes, bool]:
@@ -77,12 +80,13 @@ def _parse(path: Path, cap: int, stop_before_pixels: bool) -> tuple[Any, bool, b
         return False
 
     with path.open("rb") as fh:
-        preamble = read_preamble(fh, False)
+        preamble = read_preamble(fh, True)  # None (and back at 0) without "DICM"
         meta = read_dataset(fh, False, True, stop_when=lambda tag, _vr, _n: tag.group != 2)
         file_meta = FileMetaDataset(meta)
         if str(file_meta.get("TransferSyntaxUID", "")) != DEFLATED_UID:
             # not deflated after all: pydicom reads it as usual
-            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels), False, True
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+            return ds, False, True
         data, cut = inflate(fh, cap)
     buffer = DicomBytesIO(data)
     buffer.name = str(path)

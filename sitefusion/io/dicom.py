@@ -104,7 +104,7 @@ def read_dicom_dataset(
         return math.prod(shape) * _bytes_per_sample(header)
 
     try:
-        if preamble and is_deflated(p):
+        if is_deflated(p):
             ds = read_deflated(p, stop_before_pixels=stop_before_pixels, pixel_bytes=pixel_bytes)
         else:
             ds = pydicom.dcmread(p, force=not preamble, stop_before_pixels=stop_before_pixels)

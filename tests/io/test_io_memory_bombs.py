@@ -256,3 +256,20 @@ def test_pydicoms_deflated_sample_reads_as_pydicom_reads_it(
     image = read_image(path)
     assert np.array_equal(image.array[0], reference.pixel_array.astype(np.float32))
     assert image.metadata["TransferSyntaxUID"] == DeflatedExplicitVRLittleEndian
+
+
+def test_a_deflated_dicom_without_its_preamble_is_bounded_too(tmp_path: Path) -> None:
+    """pydicom reads the file meta of a file that starts with it (no 128-byte preamble and
+    ``DICM``) and inflates a deflated data set whole there too, both when the reader parses a
+    ``.dcm`` and when format detection tries a file of another name as DICOM."""
+    whole = tmp_path / "with_preamble.dcm"
+    _deflated_dicom(whole, int(1.5 * GIB))
+    for name in ("bare.dcm", "bare.bin"):
+        bare = tmp_path / name
+        with whole.open("rb") as src, bare.open("wb") as dst:
+            src.seek(132)
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        result = _read_in_child(bare)
+        assert "inflates to more than" in result.get("error", ""), result
+        assert result["peak"] < 400e6, result
