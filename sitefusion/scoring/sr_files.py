@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from sitefusion.errors import SiteFusionError
+from sitefusion.io.deflated import is_deflated
 from sitefusion.io.dicom import read_dicom_dataset
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir.environment import package_version
@@ -121,7 +122,8 @@ class SeriesReports:
             series_uid,
             [str(rows[m.item_id]["score_key"]) for m in members] + [f"patient:{self.sr_patient}"],
         )
-        if path.exists():
+        # sitefusion never writes a deflated SR: one found there is rewritten, not inflated
+        if path.exists() and not is_deflated(path):
             try:
                 existing = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
                 if str(existing.get("SOPInstanceUID", "")) == sr_instance:

@@ -212,3 +212,37 @@ def test_a_raster_with_the_wrong_channels_is_refused_from_its_header(
     assert decoded == []
     score_inputs(scoring_run, [path.parent], tmp_path / "out2", convert_colour=True)
     assert _rows(tmp_path / "out2")[0]["status"] == "ok" and decoded == [str(path)]
+
+
+def test_a_deflated_file_in_place_of_an_sr_is_rewritten_not_inflated(
+    scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SR already in the output folder is read to see whether it is current; a deflated
+    file put there (pydicom would inflate it whole) is rewritten without being read."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    import sitefusion.scoring.sr_files as sr_files
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(str(get_testdata_file("CT_small.dcm")), inputs / "ct.dcm")
+    series = str(pydicom.dcmread(inputs / "ct.dcm").SeriesInstanceUID)
+    out = tmp_path / "out"
+    planted = out / "sr" / f"{series}.dcm"
+    planted.parent.mkdir(parents=True)
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(planted, enforce_file_format=True)
+    opened: list[str] = []
+    real = sr_files.dcmread
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sr_files, "dcmread", spy)
+    summary = score_inputs(scoring_run, [inputs], out)
+    assert summary.sr_written == 1 and opened == []
+    assert pydicom.dcmread(planted).Modality == "SR"
