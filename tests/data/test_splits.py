@@ -12,7 +12,7 @@ from sitefusion.data import LeakageError, Manifest, Record, check_leakage, make_
 
 def manifest(n_groups: int = 200, per_group: int = 3, sites: int = 3, seed: int = 0) -> Manifest:
     rng = np.random.default_rng(seed)
-    records = []
+    records: list[Record] = []
     for g in range(n_groups):
         site = f"s{g % sites}"
         label = "rare" if rng.random() < 0.15 else "common"
