@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -463,6 +464,222 @@ def check_runs(run: Path, work: Path, image: Path) -> list[Outcome]:
     return outcomes
 
 
+# -- issue 31, classes 1, 2, 6, 7: memory bombs under the header checks, identifiers in the
+# paths of non-DICOM items, a full disk under --explain, formula cells in every CSV ----------
+
+BOMB_BUDGET = 1 << 30  # what scoring one file may take above the process's own baseline
+
+# `score` in a child that reports its own peak resident memory (VmHWM) and its baseline after
+# importing torch; FULL_DISK names how many explanation pictures fit before ENOSPC.
+_SCORE_CHILD = r"""
+import atexit, errno, os, sys
+def hwm(field="VmHWM"):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+import torch  # noqa: F401  (the baseline includes the experts' library)
+base = hwm("VmRSS")
+atexit.register(lambda: print(f"PEAK {base} {hwm()}", file=sys.stderr))
+fits = int(os.environ.get("FULL_DISK", "-1"))
+if fits >= 0:
+    import sitefusion.scoring.explain as ex
+    real, calls = ex.atomic_write, [0]
+    def full(path, mode="w"):
+        calls[0] += 1
+        if calls[0] > fits:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode)
+    ex.atomic_write = full
+from sitefusion.cli.main import main
+main()
+"""
+
+
+def _score_child(*args: str, full_disk: int = -1) -> tuple[int, str, int]:
+    """``sitefusion score`` with its peak memory above its baseline (bytes; -1 if unknown)."""
+    env = dict(os.environ, FULL_DISK=str(full_disk))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SCORE_CHILD, "score", *args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, "timed out", -1
+    output = done.stdout + done.stderr
+    peaks = [line.split() for line in output.splitlines() if line.startswith("PEAK ")]
+    above = int(peaks[-1][2]) - int(peaks[-1][1]) if peaks else -1
+    return done.returncode, output, above
+
+
+def _zeros_stream(fh: object, packer: object, count: int) -> None:
+    zeros = bytes(16 << 20)
+    while count:
+        n = min(count, len(zeros))
+        fh.write(packer.compress(zeros[:n]))  # type: ignore[attr-defined]
+        count -= n
+
+
+def build_bombs(root: Path) -> dict[str, str]:
+    """Small files that inflate or decode to gigabytes; name -> expected status."""
+    import struct
+    import zlib
+
+    ct = Path(str(get_testdata_file("CT_small.dcm")))
+    ds = pydicom.dcmread(ct)
+    ds.Rows = ds.Columns = 512
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = root / "_head.dcm"
+    ds.save_as(head, enforce_file_format=True)
+    meta_len = 144 + int(
+        pydicom.filereader.read_file_meta_info(head).FileMetaInformationGroupLength
+    )
+    body = pydicom.filebase.DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(body, ds)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with (root / "deflate_bomb.dcm").open("wb") as fh:
+        fh.write(head.read_bytes()[:meta_len])
+        fh.write(packer.compress(body.getvalue()))
+        fh.write(packer.compress(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 3 << 30)))
+        _zeros_stream(fh, packer, 3 << 30)
+        fh.write(packer.flush())
+    head.unlink()
+    header = nib.Nifti1Header()
+    header.set_data_shape((32, 32))
+    header.set_data_dtype(np.uint8)
+    header.set_data_offset(352)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with (root / "gzip_bomb.dat").open("wb") as fh:  # a NIfTI not named .nii.gz
+        fh.write(packer.compress(header.binaryblock + b"\0" * 4))
+        _zeros_stream(fh, packer, int(3.4 * (1 << 30)))
+        fh.write(packer.flush())
+    Image.new("L", (12_000, 12_000)).save(root / "grey_12000.png", optimize=True)
+    Image.new("RGB", (9_000, 9_000), (90, 30, 200)).save(root / "rgb_9000.jpg", quality=40)
+    return {
+        "deflate_bomb.dcm": "error",
+        "gzip_bomb.dat": "ok",  # its header is honest: only its 1024 voxels are inflated
+        "grey_12000.png": "error",
+        "rgb_9000.jpg": "ok",  # decoded at 1/2 scale, within the limit (--convert-colour)
+    }
+
+
+def check_issue31_readers(run: Path, work: Path) -> list[Outcome]:
+    """Classes 1, 2, 6 and 7 of issue 31."""
+    outcomes: list[Outcome] = []
+    root = work / "i31"
+    bombs = root / "bombs"
+    bombs.mkdir(parents=True)
+    for name, expected in build_bombs(bombs).items():
+        out = root / f"out_{name}"
+        code, output, above = _score_child(
+            run.as_posix(), str(bombs / name), "--out", str(out), "--convert-colour"
+        )
+        rows = _jsonl(out)
+        # exit 1: "none of the inputs could be scored", the right answer for a refused bomb
+        problem = "" if code in (0, 1) and len(rows) == 1 else f"exit {code}: {output[-160:]}"
+        if not problem and rows[0]["status"] != expected:
+            problem = f"status {rows[0]['status']} ({rows[0].get('error')}), expected {expected}"
+        elif not problem and expected == "error" and "\n" in str(rows[0]["error"]):
+            problem = "error is not one line"
+        if not problem and not 0 <= above <= BOMB_BUDGET:
+            problem = f"peak {above / 2**20:.0f} MiB above the baseline"
+        outcomes.append(Outcome(f"bomb {name}: {expected} row within 1 GiB", not problem, problem))
+    # Class 2: a photo and a note in the patient's folder, read before the DICOM.
+    folder = root / "in" / "DOE_JOHN_PID778899"
+    folder.mkdir(parents=True)
+    _png(
+        folder / "DOE_JOHN_photo.png", np.random.default_rng(2).integers(0, 255, (32, 32), np.uint8)
+    )
+    (folder / "notes.txt").write_text("referral\n")
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    ds.PatientName, ds.PatientID = "DOE^JOHN", "PID778899"
+    ds.save_as(folder / "zz_ct.dcm")
+    out = root / "out_patient"
+    code, output, _ = _score_child(run.as_posix(), str(folder), "--out", str(out), "--explain")
+    secrets = ("doe", "john", "pid778899")
+    leaked = [p.name for p in out.rglob("*") if any(s in p.name.lower() for s in secrets)]
+    leaked += [
+        n
+        for n in ("scores.csv", "scores.jsonl")
+        if (out / n).exists() and any(s in (out / n).read_text().lower() for s in secrets)
+    ]
+    outcomes.append(
+        Outcome(
+            "identifiers of the folder's DICOM leave the photo's and the note's rows and names",
+            code == 0 and not leaked,
+            f"exit {code}; found in {leaked[:3]}",
+        )
+    )
+    # Class 6: a disk that fills up after the first item's two pictures, then space is freed.
+    images = root / "six"
+    images.mkdir()
+    for i in range(4):
+        _png(images / f"p{i}.png", np.random.default_rng(i).integers(0, 255, (32, 32), np.uint8))
+    out = root / "out_full"
+    args = (run.as_posix(), str(images), "--out", str(out), "--explain")
+    _score_child(*args, full_disk=2)
+    first = _jsonl(out)
+    named = [r for r in first if not r.get("explanation")]
+    ok_named = len(named) == 3 and all(
+        "No space left" in str(r["error"]) and "_gradcam.png" in str(r["error"]) for r in named
+    )
+    outcomes.append(Outcome("full disk: the error names the picture", ok_named, str(named[:1])))
+    _score_child(*args)
+    again = _jsonl(out)
+    done = len(again) == 4 and all(
+        r.get("explanation") and all((out / p).is_file() for p in r["explanation"]) for r in again
+    )
+    outcomes.append(Outcome("full disk: the rerun writes the missing pictures", done, ""))
+    # Class 7: formula cells in every CSV written (splits.csv, per-site manifests).
+    probe = (
+        "import csv, sys, pathlib\n"
+        "from sitefusion.data import Manifest, Record, split_manifest_by_site\n"
+        "from sitefusion.data.splits import save_splits\n"
+        "root = pathlib.Path(sys.argv[1])\n"
+        "ids = [\"=cmd|' /C calc'!A0\", '+1', '-1', '@SUM(1)']\n"
+        "recs = tuple(Record(i, root / 'x.png', 'a', '=s', '@g', n) for n, i in enumerate(ids))\n"
+        "save_splits(root / 'splits.csv', Manifest(root / 'm.csv', recs, ('a',), ('=s',)), "
+        "{i: 'train' for i in ids})\n"
+        "(root / 'm.csv').write_text('image,site\\n=x.png,=s\\n')\n"
+        "split_manifest_by_site(root / 'm.csv', root / 'sites', site_column='site')\n"
+    )
+    csv_root = root / "csv"
+    csv_root.mkdir()
+    done7 = subprocess.run([sys.executable, "-c", probe, str(csv_root)], capture_output=True)
+    written = [csv_root / "splits.csv", *csv_root.glob("sites/*/manifest.csv")]
+    bad = [
+        f"{p.name}: {cell}"
+        for p in written
+        for row in csv.reader(p.read_text().splitlines())
+        for cell in row
+        if cell.startswith(("=", "+", "-", "@"))
+    ]
+    outcomes.append(
+        Outcome(
+            "formula cells are escaped in splits.csv and per-site manifests",
+            done7.returncode == 0 and len(written) == 2 and not bad,
+            f"exit {done7.returncode}; {bad[:3]}",
+        )
+    )
+    return outcomes
+
+
+def _jsonl(out: Path) -> list[dict[str, Any]]:
+    path = out / "scores.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- end of issue 31, classes 1, 2, 6, 7 --------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished 2D single-channel run (runs/demo)")
@@ -474,7 +691,7 @@ def main() -> None:
         image = work / "one.png"
         _png(image, np.random.default_rng(1).integers(0, 255, (32, 32), dtype=np.uint8))
         outcomes = []
-        for part in (check_files, check_configs):
+        for part in (check_files, check_configs, check_issue31_readers):
             outcomes += part(run, work)
         for part in (check_outputs, check_manifests, check_runs):
             outcomes += part(run, work, image)

@@ -17,7 +17,24 @@ from monai.transforms import Resize
 from sitefusion.errors import ImageReadError
 from sitefusion.io import read_image
 
-__all__ = ["conform", "load_image_stack"]
+__all__ = ["check_channels", "conform", "load_image_stack"]
+
+
+def check_channels(
+    found: int, channels: int, *, path: str | Path = "<array>", convert_colour: bool = False
+) -> None:
+    """Refuse an image of ``found`` channels for a run of ``channels`` unless converting; also
+    usable on the channel count a raster header states, before any pixel is decoded.
+
+    Raises:
+        ImageReadError: naming ``path``, the channels found and those the run takes.
+    """
+    if found != channels and not convert_colour:
+        raise ImageReadError(
+            path,
+            f"image has {found} channel(s); this run takes {channels} "
+            "(pass the colour-conversion option to convert grey/RGB)",
+        )
 
 
 def conform(
@@ -46,12 +63,7 @@ def conform(
         )
     c = array.shape[0]
     if c != channels:
-        if not convert_colour:
-            raise ImageReadError(
-                path,
-                f"image has {c} channel(s); this run takes {channels} "
-                "(pass the colour-conversion option to convert grey/RGB)",
-            )
+        check_channels(c, channels, path=path, convert_colour=convert_colour)
         if c == 1 and channels == 3:
             array = np.repeat(array, 3, axis=0)
         elif c in (3, 4) and channels == 1:

@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitefusion.atomic import write_text_atomic
 from sitefusion.config import DataConfig
+from sitefusion.csvcells import csv_text, unescape_cell
 from sitefusion.errors import ManifestError, did_you_mean
 from sitefusion.io import not_a_file
 
@@ -110,8 +112,18 @@ def load_manifest(
     try:
         with source.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
+            columns = [unescape_cell(c) for c in reader.fieldnames or []]
+            # Cells escaped by sitefusion's own CSV writers (per-site manifests) read back as
+            # the values they were; a spreadsheet's export has no such apostrophes.
+            rows = [
+                {
+                    unescape_cell(k) if isinstance(k, str) else k: (
+                        unescape_cell(v) if isinstance(v, str) else v
+                    )
+                    for k, v in row.items()
+                }
+                for row in reader
+            ]
     except FileNotFoundError as err:
         raise ManifestError(f"{source}: manifest file does not exist") from err
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -248,9 +260,9 @@ def split_manifest_by_site(
     for site in sorted({r[site_column] for r in rows}):
         path = Path(folder) / site / "manifest.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(r for r in rows if r[site_column] == site)
+        body = csv_text(
+            fields, ([r.get(f) for f in fields] for r in rows if r[site_column] == site)
+        )
+        write_text_atomic(path, body)
         out[site] = path
     return out

@@ -9,7 +9,6 @@ by label where the class counts allow it (scikit-learn's ``StratifiedGroupKFold`
 from __future__ import annotations
 
 import csv
-import io
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from sitefusion.atomic import write_text_atomic
 from sitefusion.config import SplitConfig
+from sitefusion.csvcells import csv_text, unescape_cell
 from sitefusion.data.manifest import Manifest
 from sitefusion.errors import ManifestError
 
@@ -187,12 +187,10 @@ def split_ids(assignment: Mapping[str, str], *names: str) -> list[str]:
 
 def splits_csv(manifest: Manifest, assignment: Mapping[str, str]) -> str:
     """The splits table as CSV text: ``id, site, group, label, split``, one row per image."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "site", "group", "label", "split"])
-    for r in manifest.records:
-        writer.writerow([r.id, r.site, r.group, r.label or "", assignment[r.id]])
-    return buf.getvalue()
+    return csv_text(
+        ["id", "site", "group", "label", "split"],
+        ([r.id, r.site, r.group, r.label or "", assignment[r.id]] for r in manifest.records),
+    )
 
 
 def save_splits(path: str | Path, manifest: Manifest, assignment: Mapping[str, str]) -> None:
@@ -205,7 +203,9 @@ def load_split_table(path: str | Path) -> dict[str, dict[str, str]]:
     try:
         with Path(path).open(newline="", encoding="utf-8") as fh:
             return {
-                row["id"]: {k: row[k] for k in ("site", "group", "label", "split")}
+                unescape_cell(row["id"]): {
+                    k: unescape_cell(row[k]) for k in ("site", "group", "label", "split")
+                }
                 for row in csv.DictReader(fh)
             }
     except (OSError, KeyError, csv.Error) as err:

@@ -18,6 +18,7 @@ decoding — each with an error that names the file.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import struct
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.deflated import is_deflated, read_deflated
 from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import has_dicom_preamble, require_file
 from sitefusion.io.types import ImageData, build_image
@@ -73,11 +75,18 @@ _NATIVE_SYNTAX = {
 }
 
 
-def read_dicom_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Any:
+def read_dicom_dataset(
+    path: str | os.PathLike[str],
+    *,
+    stop_before_pixels: bool = False,
+    max_elements: int = MAX_ELEMENTS,
+) -> Any:
     """Parse a DICOM file into a ``pydicom.Dataset``.
 
     Files without the ``DICM`` preamble are parsed with ``force=True`` and accepted only if they
-    hold a DICOM image header (SOP Class UID, or Rows and Columns).
+    hold a DICOM image header (SOP Class UID, or Rows and Columns). A deflated file is inflated
+    within a bound (:mod:`sitefusion.io.deflated`): for a whole read, its header's image must
+    pass :func:`~sitefusion.io.files.check_size` with ``max_elements`` first.
 
     Raises:
         ImageReadError: missing/empty file, "not an image: not a DICOM file ...",
@@ -88,8 +97,19 @@ def read_dicom_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool
 
     p = require_file(path)
     preamble = has_dicom_preamble(p)
+
+    def pixel_bytes(header: Any) -> int:
+        shape = claimed_shape(header)
+        check_size(p, shape, max_elements)
+        return math.prod(shape) * _bytes_per_sample(header)
+
     try:
-        ds = pydicom.dcmread(p, force=not preamble, stop_before_pixels=stop_before_pixels)
+        if is_deflated(p):
+            ds = read_deflated(p, stop_before_pixels=stop_before_pixels, pixel_bytes=pixel_bytes)
+        else:
+            ds = pydicom.dcmread(p, force=not preamble, stop_before_pixels=stop_before_pixels)
+    except ImageReadError:
+        raise
     except InvalidDicomError as err:
         raise ImageReadError(p, f"not an image: not a DICOM file ({err})") from err
     except (EOFError, struct.error) as err:  # struct.error: an element header cut short
@@ -150,7 +170,7 @@ def read_dicom(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
             syntax ...", "DICOM file is truncated", "image contains NaN or infinite values"...).
     """
     p = require_file(path)
-    ds = read_dicom_dataset(p)
+    ds = read_dicom_dataset(p, max_elements=max_elements)
     check_size(p, claimed_shape(ds), max_elements)
     pixels = decode_dicom_pixels(ds, p)
     array = pixels[:, 0] if pixels.shape[1] == 1 else pixels
@@ -174,6 +194,15 @@ def claimed_shape(ds: Any) -> tuple[int, ...]:
             return 1
 
     return tuple(number(k) for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"))
+
+
+def _bytes_per_sample(ds: Any) -> int:
+    """Bytes one stored value takes (Bits Allocated, rounded up; 8 when absent or invalid)."""
+    try:
+        bits = int(ds.get("BitsAllocated") or 64)
+    except (TypeError, ValueError):
+        bits = 64
+    return max(1, min(bits, 64) + 7) // 8
 
 
 def dicom_metadata(ds: Any, path: Path) -> dict[str, Any]:

@@ -158,9 +158,10 @@ def _is_dicomdir(ds: Any) -> bool:
 
 
 def _stack(source: Path, files: list[Path], max_elements: int = MAX_ELEMENTS) -> ImageData:
-    datasets = [read_dicom_dataset(f) for f in files]
-    claimed = [claimed_shape(ds) for ds in datasets]
+    # Headers first: the series' size is checked before any slice's pixels are read.
+    claimed = [claimed_shape(read_dicom_dataset(f, stop_before_pixels=True)) for f in files]
     check_size(source, (sum(s[0] for s in claimed), *max(claimed)[1:]), max_elements)
+    datasets = [read_dicom_dataset(f, max_elements=max_elements) for f in files]
     order, positions, how = _slice_order(source, files, datasets)
     slices: list[np.ndarray] = []
     first_shape: tuple[int, ...] | None = None

@@ -41,7 +41,7 @@ def read_image(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
             return read_dicom(p, max_elements=max_elements)
         if kind == "nifti":
             return read_nifti(p, max_elements=max_elements)
-        return read_raster(p)
+        return read_raster(p, max_elements=max_elements)
     except ImageReadError:
         raise
     except Exception as err:  # last line of defence: a reader let a library error through

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.deflated import is_deflated, read_deflated
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -107,7 +108,10 @@ def parses_as_dicom(path: Path) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            if is_deflated(path):  # pydicom would inflate its whole data set
+                ds = read_deflated(path, stop_before_pixels=True)
+            else:
+                ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
             return "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
     except Exception:  # any parse failure just means "not DICOM"
         return False

@@ -9,21 +9,26 @@ the same reversed order (``[dz, dy, dx]``).
 
 from __future__ import annotations
 
-import gzip
+import io
+import math
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.deflated import HEADER_BYTES, inflate
 from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import NIFTI_SUFFIXES, nifti_magic, require_file
 from sitefusion.io.types import ImageData, build_image
 
 __all__ = ["read_nifti"]
 
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_HEADER_BYTES = 544  # a NIfTI-2 header (540) and the extension flag
 _SHORT_READ = re.compile(r"Expected (?P<expected>\d+) bytes, got (?P<got>\d+) bytes")
 
 
@@ -46,7 +51,9 @@ def read_nifti(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
 
     p = require_file(path)
     try:
-        image = _load(p)
+        image = _load(p, max_elements)
+    except ImageReadError:
+        raise
     except nib.filebasedimages.ImageFileError as err:
         raise ImageReadError(
             p, "not an image: nibabel does not recognise the header (not NIfTI, or truncated)"
@@ -88,8 +95,10 @@ def read_nifti(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
     return build_image(p, array, metadata)
 
 
-def _load(path: Path) -> Any:
-    """``nib.load``, which trusts the suffix; by magic number for files named otherwise."""
+def _load(path: Path, max_elements: int) -> Any:
+    """``nib.load``, which trusts the suffix (and reads a ``.nii.gz`` only as far as the
+    header needs); by magic number for files named otherwise, read only as far as the header
+    needs too: the header is checked first, then at most its voxels' bytes are inflated."""
     import nibabel as nib
 
     if path.name.lower().endswith((*NIFTI_SUFFIXES, ".hdr", ".img")):
@@ -97,10 +106,28 @@ def _load(path: Path) -> Any:
     kind = nifti_magic(path)
     if kind is None:
         return nib.load(path)  # raises ImageFileError: not recognised
-    data = path.read_bytes()
-    if data.startswith(b"\x1f\x8b"):
-        data = gzip.decompress(data)
     image_class = nib.Nifti1Image if kind == "nifti1" else nib.Nifti2Image
+    with path.open("rb") as fh:
+        zipped = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+
+        def head(n: int) -> bytes:
+            return inflate(fh, n, _GZIP_WBITS)[0] if zipped else fh.read(n)
+
+        first = head(_HEADER_BYTES)
+        header = image_class.header_class.from_fileobj(io.BytesIO(first))
+        shape = tuple(int(s) for s in header.get_data_shape())
+        check_size(path, shape, max_elements)  # before any voxel is read
+        offset = int(header.get_data_offset())
+        if offset > HEADER_BYTES:  # header extensions of gigabytes: the offset alone is a bomb
+            raise ImageReadError(
+                path,
+                f"NIfTI voxel offset (vox_offset) is {offset:,} bytes, more than the "
+                f"{HEADER_BYTES:,} a header and its extensions may take",
+            )
+        need = offset + math.prod(shape) * header.get_data_dtype().itemsize
+        fh.seek(0)
+        data = head(max(need, len(first)))
     return image_class.from_bytes(data)
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from sitefusion.errors import ImageReadError
+from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import require_file
 from sitefusion.io.types import ImageData, build_image
 
-__all__ = ["read_raster"]
+__all__ = ["raster_channels", "read_raster"]
 
 # Modes whose values are already grey levels; 16/32-bit and float ones keep their range.
 _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
@@ -20,8 +21,13 @@ _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 _TO_GREY = ("1", "LA", "La")
 
 
-def read_raster(path: str | os.PathLike[str]) -> ImageData:
+def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
     """Read a raster image with Pillow.
+
+    The size and colour mode in the header are checked before any pixel is decoded: an image of
+    more than ``max_elements`` values (width x height x channels) is refused, except a JPEG,
+    which is decoded at the largest DCT scale (1/2, 1/4, 1/8) that fits (``metadata``
+    ``reduced_by``). A few hundred kilobytes of PNG or JPEG can describe gigabytes of pixels.
 
     Grey (8/16/32-bit, float) -> ``[1, H, W]`` with its values kept; RGB -> ``[3, H, W]``;
     RGBA, palette (P/PA), CMYK, YCbCr -> RGB ``[3, H, W]`` with alpha dropped; LA/1 -> grey.
@@ -50,9 +56,10 @@ def read_raster(path: str | os.PathLike[str]) -> ImageData:
                     f"unsupported dimensionality: multi-frame {fmt.upper()} with {frames} frames",
                 )
             mode = opened.mode
+            reduced = _fit_header(opened, fmt, mode, p, max_elements)
             opened.load()
-            image = ImageOps.exif_transpose(opened)
-            array = _to_array(image, mode, p)
+            ImageOps.exif_transpose(opened, in_place=True)  # no copy of a large image
+            array = _to_array(opened, mode, p)
     except ImageReadError:
         raise
     except UnidentifiedImageError as err:
@@ -68,7 +75,44 @@ def read_raster(path: str | os.PathLike[str]) -> ImageData:
             p, f"truncated or corrupt {fmt.upper()} data: {type(err).__name__}: {err}"
         ) from err
     metadata: dict[str, Any] = {"path": str(p), "format": fmt, "color_mode": mode}
+    if reduced > 1:
+        metadata["reduced_by"] = reduced
     return build_image(p, array, metadata)
+
+
+def raster_channels(path: str | os.PathLike[str]) -> int | None:
+    """The channels :func:`read_raster` would return for ``path`` (1 grey, 3 colour), from
+    its header alone; ``None`` when Pillow does not open it as a single-frame image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            if int(getattr(opened, "n_frames", 1)) > 1 and opened.format != "MPO":
+                return None  # refused by read_raster with its own reason
+            return 1 if opened.mode in (*_GREY_MODES, *_TO_GREY) else 3
+    except Exception:  # not a raster Pillow opens: the reader says why
+        return None
+
+
+def _fit_header(image: Any, fmt: str, mode: str, path: Path, max_elements: int) -> int:
+    """Check the header's size before decoding; a JPEG too large is set to decode at a
+    reduced scale (``Image.draft``). Returns the reduction factor (1: none)."""
+    width, height = image.size
+    channels = 1 if mode in (*_GREY_MODES, *_TO_GREY) else 3
+    # Pillow decodes every band of the file's mode before the conversion to grey or RGB.
+    per_pixel = max(channels, len(image.getbands()))
+    if width * height * per_pixel <= max_elements or fmt != "jpeg":
+        check_size(path, (per_pixel, height, width), max_elements)  # raises when too large
+        return 1
+    for scale in (2, 4, 8):
+        size = (-(-width // scale), -(-height // scale))
+        if size[0] * size[1] * per_pixel <= max_elements:
+            image.draft(image.mode, size)
+            if image.size[0] * image.size[1] * per_pixel <= max_elements:
+                return scale
+            break
+    check_size(path, (per_pixel, height, width), max_elements)  # raises: too large even at 1/8
+    return 1
 
 
 def _expected_format(path: Path) -> str:
@@ -87,14 +131,15 @@ def _expected_format(path: Path) -> str:
 
 
 def _to_array(image: Any, mode: str, path: Any) -> np.ndarray:
-    """Pillow image -> float32 ``[1, H, W]`` or ``[3, H, W]``."""
+    """Pillow image -> ``[1, H, W]`` or ``[3, H, W]`` in its own dtype (a view where it can
+    be): ``build_image`` makes the one float32 copy."""
     if image.mode in _TO_GREY:
         image = image.convert("L")
     if image.mode in _GREY_MODES:
-        return np.asarray(image).astype(np.float32)[None]
+        return np.asarray(image)[None]
     if image.mode != "RGB":
         try:
             image = image.convert("RGB")
         except ValueError as err:
             raise ImageReadError(path, f"unsupported colour mode {mode}") from err
-    return np.asarray(image).astype(np.float32).transpose(2, 0, 1)
+    return np.asarray(image).transpose(2, 0, 1)

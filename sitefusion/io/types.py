@@ -91,7 +91,10 @@ def build_image(path: Path, array: np.ndarray, metadata: Mapping[str, Any]) -> I
         raise ImageReadError(path, f"unsupported dimensionality: array shape {list(out.shape)}")
     if out.size == 0:
         raise ImageReadError(path, f"image is empty: array shape {list(out.shape)}")
-    if not np.isfinite(out).all():
+    # Integers are always finite as float32 (even uint64's largest): the check, a mask the
+    # size of the image, runs for float sources only.
+    integer_source = np.asarray(array).dtype.kind in "biu"
+    if not integer_source and not np.isfinite(out).all():
         raise ImageReadError(path, "image contains NaN or infinite values")
     clean = {k: v for k, v in metadata.items() if v is not None}
     return ImageData(array=out, metadata=clean)

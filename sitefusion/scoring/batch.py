@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.reading import ItemReader, LoadedItem, init_reader_thread
-from sitefusion.scoring.rows import BatchScorer
+from sitefusion.scoring.rows import BatchScorer, redact_stored_row
 from sitefusion.scoring.site_resolution import check_site_flag, check_site_map
 from sitefusion.scoring.sr import PatientModule
 from sitefusion.scoring.sr_files import SeriesReports
@@ -122,6 +122,20 @@ def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, ex
         [SCORER_VERSION, item.content_sha256, run_id, site, convert, explain], sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _needs_scoring(row: dict[str, Any], key: str, explain: bool, out: Path) -> bool:
+    """Whether an item is scored (again): no row with its current key, or, with ``explain``,
+    a scored row whose pictures are missing (not written, e.g. for a full disk, or deleted
+    since): those are retried on every rerun until they are written."""
+    if row.get("score_key") != key:
+        return True
+    if not explain or row.get("status") != "ok":
+        return False
+    paths = row.get("explanation")
+    if not isinstance(paths, list) or not paths:
+        return True
+    return not all((out / str(p)).is_file() for p in paths)
 
 
 def score_inputs(
@@ -197,14 +211,19 @@ def score_inputs(
             on_file=lambda k: progress.advance(finding, k),
         )
         progress.update(finding, total=progress.tasks[finding].completed)
-        items = discovery.items
+        # Every path of the batch is redacted with the identifiers of every DICOM header met,
+        # whatever the item's format: a photo in the patient's folder carries the name too.
+        # (One shared set: an item's own identifiers are among them, and the redactor's index
+        # is built once per set.)
+        items = [replace(it, identifiers=discovery.identifiers) for it in discovery.items]
+        by_id = {it.item_id: it for it in items}
         keys = {
             it.item_id: _score_key(it, run.run_id, site, convert_colour, explain) for it in items
         }
         pending = [
             it
             for it in items
-            if store.rows.get(it.item_id, {}).get("score_key") != keys[it.item_id]
+            if _needs_scoring(store.rows.get(it.item_id, {}), keys[it.item_id], explain, out)
         ]
         done_before = len(items) - len(pending)
         task = progress.add_task("scoring", total=len(items), ok=0, errors=0)
@@ -240,6 +259,8 @@ def score_inputs(
         progress.update(sr_task, total=len(sr_paths) + len(sr_errors), completed=len(sr_paths))
 
         def with_sr(row: dict[str, Any]) -> dict[str, Any]:
+            if row.get("item") in by_id:  # rows of earlier calls: what this batch knows
+                row = redact_stored_row(row, by_id[row["item"]], out)
             series = row.get("series_uid")
             if row.get("status") == "ok" and series in sr_paths:
                 row["sr"] = sr_paths[series]

@@ -76,8 +76,9 @@ class ScoreItem:
         error: why the item cannot be scored, when already known at discovery.
         study_uid, series_uid, sop_uids: DICOM UIDs when known; ``sop_classes`` maps each SOP
             Instance UID to its SOP Class UID (what an SR needs to reference it).
-        identifiers: patient identifiers of the item's own DICOM headers, kept in memory to
-            redact its free text (never in ``repr``).
+        identifiers: patient identifiers to redact from its free text (never in ``repr``):
+            discovery sets its own DICOM headers'; a scoring batch adds every other header's
+            (:attr:`Discovery.identifiers`).
     """
 
     input: str
@@ -107,10 +108,12 @@ class ScoreItem:
 
 @dataclass(frozen=True)
 class Discovery:
-    """Items to score (sorted by :attr:`ScoreItem.sort_key`) and the files they came from."""
+    """Items to score (sorted by :attr:`ScoreItem.sort_key`) and the files they came from;
+    ``identifiers``: the patient identifiers of every DICOM header met (never in ``repr``)."""
 
     items: list[ScoreItem]
     files: int = 0
+    identifiers: frozenset[str] = field(default_factory=frozenset, repr=False)
 
 
 def _pair_data(path: Path) -> bool:
@@ -344,4 +347,5 @@ def discover_items(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         infos = list(pool.map(work, paths))
-    return Discovery(group_items(infos, volumetric=volumetric), len(infos))
+    found = frozenset().union(*(i.identifiers for i in infos))
+    return Discovery(group_items(infos, volumetric=volumetric), len(infos), found)

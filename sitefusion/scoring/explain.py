@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sitefusion.errors import OutputFolderError
 from sitefusion.rundir import atomic_write
 from sitefusion.scoring.outputs import publish
 
@@ -190,9 +191,15 @@ class GradCamExplainer:
 
     @staticmethod
     def _save(fig: Any, path: Path) -> None:
-        with atomic_write(path, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100, metadata={"Software": None})
-        publish(path)
+        """Write the figure atomically; a full disk or a refused write names the file."""
+        try:
+            with atomic_write(path, "wb") as fh:
+                fig.savefig(fh, format="png", dpi=100, metadata={"Software": None})
+            publish(path)
+        except OSError as err:
+            raise OutputFolderError(
+                f"{path}: cannot write the explanation: {err.strerror or err}"
+            ) from err
 
     def _overlay(self, path: Path, base: np.ndarray, heat: np.ndarray, title: str) -> None:
         from matplotlib.figure import Figure

@@ -19,12 +19,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from sitefusion.errors import SiteFusionError
+from sitefusion.csvcells import escape_cell
+from sitefusion.errors import OutputFolderError, SiteFusionError
 from sitefusion.rundir import atomic_write
 
 __all__ = [
@@ -99,10 +101,6 @@ def score_columns(classes: Sequence[str], sites: Sequence[str]) -> list[str]:
     ]
 
 
-#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def printable(value: Any) -> Any:
     """``value`` with every text made writable as UTF-8: a file name that is not valid UTF-8
     (Python holds its bytes as surrogates) gets each such byte as ``\\xNN``, as Python's
@@ -118,6 +116,20 @@ def printable(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` (a full disk, say) becomes an error naming it."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, SiteFusionError):
+            raise
+        raise OutputFolderError(
+            f"{path}: cannot write: {err.strerror or err}; the rows journaled so far are kept, "
+            "and the same command resumes once the problem is fixed"
+        ) from err
+
+
 def _csv_value(value: Any) -> str:
     if value is None:
         return ""
@@ -125,11 +137,7 @@ def _csv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ";".join(_csv_value(v) for v in value)
-    text = str(value)
-    if isinstance(value, str) and text.startswith(_FORMULA_START):
-        # A leading apostrophe makes a spreadsheet show the text instead of evaluating it.
-        return "'" + text
-    return text
+    return escape_cell(value) if isinstance(value, str) else str(value)
 
 
 class ScoreStore:
@@ -225,7 +233,7 @@ class ScoreStore:
                     f"{self.run_id!r}; use another --out for this run"
                 )
             return
-        with atomic_write(path) as fh:
+        with _naming(path), atomic_write(path) as fh:
             json.dump(
                 {
                     "format": _FORMAT,
@@ -274,17 +282,19 @@ class ScoreStore:
         if self._fh is None:
             raise SiteFusionError("ScoreStore.append called outside its `with` block")
         record = {c: printable(row.get(c)) for c in self.columns}
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        if fsync:
-            os.fsync(self._fh.fileno())
+        with _naming(self.jsonl_path):
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            if fsync:
+                os.fsync(self._fh.fileno())
         self.rows[str(record["item"])] = record
 
     def sync(self) -> None:
         """fsync the journal (everything appended so far is on disk)."""
         if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            with _naming(self.jsonl_path):
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
 
     def final_rows(
         self,
@@ -316,11 +326,11 @@ class ScoreStore:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        with atomic_write(self.jsonl_path) as fh:
+        with _naming(self.jsonl_path), atomic_write(self.jsonl_path) as fh:
             for row in rows:
                 fh.write(json.dumps({c: row.get(c) for c in self.columns}, ensure_ascii=False))
                 fh.write("\n")
-        with atomic_write(self.csv_path) as fh:
+        with _naming(self.csv_path), atomic_write(self.csv_path) as fh:
             fh.write(rows_to_csv(rows, self.columns))
         publish(self.jsonl_path)
         publish(self.csv_path)
@@ -330,9 +340,9 @@ class ScoreStore:
 
 def rows_to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """CSV text of rows: lists joined with ``;``, booleans ``true``/``false``, ``None`` empty,
-    and a text cell that a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR
-    first) prefixed with ``'`` (OWASP's CSV-injection rule). ``scores.jsonl`` keeps the values
-    as they are: JSON is data, never evaluated."""
+    and text cells through :func:`sitefusion.csvcells.escape_cell` (a cell a spreadsheet would
+    evaluate gets a leading ``'``), the rule of every CSV sitefusion writes. ``scores.jsonl``
+    keeps the values as they are: JSON is data, never evaluated."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

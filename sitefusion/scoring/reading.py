@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from sitefusion.data import conform
+from sitefusion.data.images import check_channels
 from sitefusion.errors import ImageReadError
 from sitefusion.io import read_dicom, read_dicom_series, read_image
+from sitefusion.io.raster import raster_channels
 from sitefusion.methods import LoadedRun
 from sitefusion.scoring.discovery import ScoreItem, valid_uid
 from sitefusion.scoring.site_resolution import SiteResolution, resolve_site
@@ -91,6 +93,15 @@ class ItemReader:
     site_map: Any
     convert_colour: bool
 
+    def _check_header(self, item: ScoreItem) -> None:
+        """A raster whose header states channels the run cannot take is refused before its
+        pixels are decoded (a photograph can be large). Other formats: checked after reading."""
+        if item.kind != "file" or self.convert_colour or len(self.run.spatial_size) != 2:
+            return
+        found = raster_channels(item.files[0])
+        if found is not None:
+            check_channels(found, self.run.channels, path=item.input)
+
     def load(self, item: ScoreItem) -> LoadedItem:
         """Read, check and conform one item; never raises."""
         result = LoadedItem(
@@ -100,6 +111,7 @@ class ItemReader:
             result.error = item.error
             return result
         try:
+            self._check_header(item)
             image = read_item(item, self.run.cfg.scoring.max_elements)
             meta = image.metadata
             result.study_uid = valid_uid(meta.get("StudyInstanceUID")) or item.study_uid

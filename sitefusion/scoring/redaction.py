@@ -3,14 +3,17 @@
 The readers never copy PatientName/PatientID into metadata, but an export may still carry them in
 a *path* (a folder per patient is common) or a library error may quote a header value. Scoring
 therefore collects the identifiers of each DICOM header it parses (in memory only) and replaces
-them in the free-text fields of that item's row (``input``, ``error``) and in file names derived
-from them. Each item is redacted with its own patient's identifiers only: applied to every row,
-a name part such as "Test" or "First" shreds other patients' paths ("test_files"). UIDs are left
-alone: they are not patient identifiers, and a short ID could match inside one.
+them in the free-text fields of every row of the batch (``input``, ``error``) and in file names
+derived from them, whatever the item's format: a photo or a note in the patient's folder
+carries the name too. The cost: a short name part such as "Test" also hides that whole token
+in other paths of the batch ("[redacted]_files"); docs/architecture.md says why that is the
+right side to err on. UIDs are left alone: they are not patient identifiers, and a short ID
+could match inside one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,6 +86,26 @@ def birth_date_spellings(ds: Any) -> set[str]:
     return spellings
 
 
+_PREFIX = MIN_LENGTH
+
+
+@functools.lru_cache(maxsize=8)
+def _index(identifiers: frozenset[str]) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """Identifiers by the first characters of their lower-case form, and the few too short
+    to index. A batch redacts every row with the identifiers of all its headers (thousands
+    for a department's night): only those whose first characters occur in a text are tested
+    against it. Cached per set: a batch shares one set among its items."""
+    grouped: dict[str, list[str]] = {}
+    short = []
+    for v in identifiers:
+        low = v.lower()
+        if len(low) < _PREFIX:
+            short.append(v)
+        else:
+            grouped.setdefault(low[:_PREFIX], []).append(v)
+    return {k: tuple(vs) for k, vs in grouped.items()}, tuple(short)
+
+
 def _is_multi(value: Any) -> bool:
     from pydicom.multival import MultiValue
 
@@ -109,7 +132,11 @@ class Redactor:
         if not self.identifiers or not text:
             return text
         lowered = text.lower()
-        hits = sorted((v for v in self.identifiers if v.lower() in lowered), key=len, reverse=True)
+        by_prefix, short = _index(self.identifiers)
+        candidates = set(short)
+        for i in range(len(lowered) - _PREFIX + 1):
+            candidates.update(by_prefix.get(lowered[i : i + _PREFIX], ()))
+        hits = sorted((v for v in candidates if v.lower() in lowered), key=len, reverse=True)
         if not hits:
             return text
         # One pass, longest first, so a replacement is never matched again. Identifiers of at

@@ -10,6 +10,7 @@ An item the models refuse fails alone: the batch is retried item by item.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ import numpy as np
 
 from sitefusion.errors import SiteFusionError
 from sitefusion.methods import LoadedRun
+from sitefusion.scoring.discovery import ScoreItem
 from sitefusion.scoring.explain import GradCamExplainer
+from sitefusion.scoring.outputs import printable
 from sitefusion.scoring.reading import LoadedItem
 from sitefusion.scoring.redaction import Redactor
 from sitefusion.scoring.site_resolution import SiteResolution
 
-__all__ = ["BatchScorer"]
+__all__ = ["BatchScorer", "explanation_key", "redact_stored_row"]
 
 _ROUND_PROB = 6
 _ROUND_OOD = 4
@@ -33,6 +36,43 @@ _ROUND_OOD = 4
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:48] or "item"
+
+
+def explanation_key(item: ScoreItem) -> str:
+    """The stem of an item's explanation files: its redacted file name and its id."""
+    name = Path(Redactor(item.identifiers)(item.input)).name
+    return f"{_slug(name)}-{item.item_id[:10]}"
+
+
+def redact_stored_row(row: dict[str, Any], item: ScoreItem, out: Path) -> dict[str, Any]:
+    """A row journaled by an earlier call, redacted with what this batch knows.
+
+    A batch redacts every path with the identifiers of every DICOM header it met; a row
+    written before a header was known (the photos of a folder scored on their own first) may
+    still hold a name. Its ``input`` and ``error`` are redacted again and its explanation
+    files renamed to the names this batch would give them.
+    """
+    redact = Redactor(item.identifiers)
+    row["input"] = printable(redact(item.input))  # as the journal wrote it
+    if isinstance(row.get("error"), str):
+        row["error"] = redact(row["error"])
+    paths = row.get("explanation")
+    if not isinstance(paths, list):
+        return row
+    marker = f"-{item.item_id[:10]}"
+    renamed = []
+    for rel in map(str, paths):
+        name = Path(rel).name
+        new = rel
+        # Only the batch's own pictures (explain/<key>...) are renamed, never a path a
+        # damaged journal could name elsewhere.
+        if marker in name and Path(rel).parent == Path("explain"):
+            new = f"explain/{explanation_key(item)}{name.split(marker, 1)[1]}"
+        if new != rel and (out / rel).is_file():
+            os.replace(out / rel, out / new)
+        renamed.append(new)
+    row["explanation"] = renamed
+    return row
 
 
 @dataclass
@@ -187,8 +227,7 @@ class BatchScorer:
         image = b.array
         requested = b.resolution.site if b.resolution else None
         normalized = self.run.bank.transform(image, requested).array
-        name = Path(Redactor(b.item.identifiers)(b.item.input)).name
-        key = f"{_slug(name)}-{b.item.item_id[:10]}"
+        key = explanation_key(b.item)
         paths: list[str] = self._explainer.explain(
             self.out,
             key,

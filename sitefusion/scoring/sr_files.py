@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from sitefusion.errors import SiteFusionError
+from sitefusion.io.deflated import is_deflated
 from sitefusion.io.dicom import read_dicom_dataset
 from sitefusion.methods import LoadedRun
 from sitefusion.rundir.environment import package_version
@@ -92,8 +93,15 @@ class SeriesReports:
                 self._write_report(self.out / rel, series_uid, members, rows)
             except Exception as err:  # an SR problem never loses the scores
                 redact = Redactor(frozenset().union(*(m.identifiers for m in members)))
+                # an OSError (a full disk) is worded by its cause, with the file it was for;
+                # the rerun writes it (an SR is rebuilt whenever its file is missing)
+                why = (
+                    err.strerror
+                    if isinstance(err, OSError) and err.strerror
+                    else f"{type(err).__name__}: {err}"
+                )
                 failures.append(
-                    redact(f"series {series_uid}: SR not written: {type(err).__name__}: {err}")
+                    redact(f"series {series_uid}: SR not written: {why} ({self.out / rel})")
                 )
                 continue
             written[series_uid] = rel
@@ -114,7 +122,8 @@ class SeriesReports:
             series_uid,
             [str(rows[m.item_id]["score_key"]) for m in members] + [f"patient:{self.sr_patient}"],
         )
-        if path.exists():
+        # sitefusion never writes a deflated SR: one found there is rewritten, not inflated
+        if path.exists() and not is_deflated(path):
             try:
                 existing = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
                 if str(existing.get("SOPInstanceUID", "")) == sr_instance:

@@ -150,3 +150,23 @@ def test_split_manifest_by_site_gives_each_site_only_its_rows(tmp_path: Path) ->
         "a2,A,y",
     ]
     assert out["B"].read_text(encoding="utf-8").splitlines() == ["image_id,site,label", "b1,B,y"]
+
+
+def test_split_manifest_by_site_escapes_formula_cells_and_loads_them_back(
+    tmp_path: Path,
+) -> None:
+    """Issue 31, class 7: the per-site manifests copied a formula id unescaped."""
+    from sitefusion.data import split_manifest_by_site
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"x")
+    src = root / "m.csv"
+    src.write_text(
+        "image_id,path,dx,site,lesion_id\n\"=cmd|' /C calc'!A0\",a.png,x,A,@g\n", encoding="utf-8"
+    )
+    out = split_manifest_by_site(src, tmp_path / "sites")
+    text = out["A"].read_text(encoding="utf-8")
+    assert "'=cmd" in text and ",'@g" in text
+    loaded = load_manifest(out["A"], PLAIN, image_root=root)
+    assert [(r.id, r.group) for r in loaded.records] == [("=cmd|' /C calc'!A0", "@g")]

@@ -12,7 +12,7 @@ from sitefusion.data import LeakageError, Manifest, Record, check_leakage, make_
 
 def manifest(n_groups: int = 200, per_group: int = 3, sites: int = 3, seed: int = 0) -> Manifest:
     rng = np.random.default_rng(seed)
-    records = []
+    records: list[Record] = []
     for g in range(n_groups):
         site = f"s{g % sites}"
         label = "rare" if rng.random() < 0.15 else "common"
@@ -87,3 +87,23 @@ def test_on_generated_manifest(synthetic_2d: Path) -> None:
     check_leakage(m, a)
     for site in m.sites:
         assert {a[r.id] for r in m.records if r.site == site} == {"train", "val", "fusion", "test"}
+
+
+def test_splits_csv_escapes_formula_cells_and_reads_them_back(tmp_path: Path) -> None:
+    """Issue 31, class 7: a manifest id such as ``=cmd|' /C calc'!A0`` was written into the run's
+    splits.csv as it was, where a spreadsheet evaluates it; scores.csv already escaped it."""
+    from sitefusion.data.splits import load_split_table, save_splits
+
+    hostile = ["=cmd|' /C calc'!A0", "+1+1", "-2", "@SUM(A1)", "'=quoted", "plain"]
+    records = tuple(
+        Record(i, Path(f"x{n}.png"), "common", "s0", f"=g{n}", n + 2) for n, i in enumerate(hostile)
+    )
+    m = Manifest(Path("m.csv"), records, ("common",), ("s0",))
+    path = tmp_path / "splits.csv"
+    save_splits(path, m, {i: "train" for i in hostile})
+    cells = [c for line in path.read_text().splitlines()[1:] for c in line.split(",")]
+    formula = [c for c in cells if c.lstrip('"').startswith(("=", "+", "-", "@"))]
+    assert formula == [], formula
+    table = load_split_table(path)
+    assert sorted(table) == sorted(hostile)  # the ids round-trip exactly
+    assert table["+1+1"]["group"] == "=g1"

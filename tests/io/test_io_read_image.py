@@ -101,7 +101,7 @@ def test_unexpected_library_errors_are_wrapped(
 ) -> None:
     import sitefusion.io.dispatch as dispatch
 
-    def broken(path: Path) -> None:
+    def broken(path: Path, **_: object) -> None:
         raise KeyError("boom")
 
     monkeypatch.setattr(dispatch, "read_raster", broken)

@@ -7,7 +7,6 @@ byte-identical files (gzip headers carry no time stamp).
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import numpy.typing as npt
 
 from sitefusion.atomic import write_bytes_atomic
 from sitefusion.config import SyntheticConfig
+from sitefusion.csvcells import csv_text
 from sitefusion.data.synthetic.arrays import make_synthetic_arrays
 from sitefusion.data.synthetic.mix import DEFAULT_CLASS_SKEW
 
@@ -109,12 +109,8 @@ def generate_synthetic_dataset(
         encoded = _encode_nifti(image) if dims == 3 else _encode_png(image)
         write_bytes_atomic(path, encoded)
         rows.append((f"{site}_img_{index:05d}", relative, label, site, group))
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows(rows)
     manifest = out / MANIFEST_NAME
-    write_bytes_atomic(manifest, text.getvalue().encode("utf-8"))
+    write_bytes_atomic(manifest, csv_text(MANIFEST_COLUMNS, rows).encode("utf-8"))
     return manifest
 
 
