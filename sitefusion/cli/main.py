@@ -15,6 +15,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from sitefusion.cli.listen import listen_cmd
 from sitefusion.config import Config, config_to_dict, federated_config, load_config
 from sitefusion.errors import SiteFusionError
 
@@ -391,6 +392,9 @@ def _sr_patient(value: str) -> Literal["source", "blank"]:
     if value == "blank":
         return "blank"
     _fail(ValueError(f"--sr-patient is {value!r}; valid choices: source, blank"))
+
+
+app.command("listen")(listen_cmd)
 
 
 def main() -> None:
