@@ -154,6 +154,13 @@ class OrthancServer:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
+    def upload(self, path: Path) -> str:
+        """Store a DICOM file through the REST API (as an archive already holds studies);
+        returns Orthanc's instance id."""
+        request = urllib.request.Request(f"{self.url}/instances", data=path.read_bytes())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(json.loads(response.read())["ID"])
+
     def file(self, instance_id: str) -> bytes:
         """The stored DICOM file of an instance (Orthanc's id)."""
         with urllib.request.urlopen(
