@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-federated test lint typecheck pytest install clean test-tools
+.PHONY: demo demo-federated demo-pacs test lint typecheck pytest install clean test-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 # SuperNode per site, started and stopped by the pipeline.
 demo-federated: $(STAMP)
 	$(BIN)/python pipelines/federated.py --out runs/demo-federated
+
+# A PACS (Orthanc), the sitefusion DICOM node and a modality (storescu) on 127.0.0.1: the study
+# goes modality -> Orthanc -> node, the SRs come back into Orthanc; every process is stopped.
+demo-pacs: $(STAMP) test-tools
+	$(BIN)/python pipelines/demo_pacs.py --run runs/demo --out runs/demo-pacs
 
 lint: $(STAMP)
 	$(BIN)/ruff check sitefusion pipelines tests benchmarks

@@ -83,7 +83,8 @@ def listen_cmd(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for noisy in ("pynetdicom", "highdicom"):  # one line per association and SR is enough
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stop = threading.Event()
     try:
         if send_to and stow_to:

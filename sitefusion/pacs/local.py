@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import numpy as np
+
 from sitefusion.errors import MissingDependencyError, SiteFusionError
 from sitefusion.pacs.destinations import AeAddress
 
@@ -31,6 +33,7 @@ __all__ = [
     "NodeProcess",
     "OrthancServer",
     "free_port",
+    "image_to_dicom",
     "send_with_storescu",
     "tool",
 ]
@@ -281,3 +284,50 @@ def send_with_storescu(
         timeout=timeout,
         check=False,
     )
+
+
+def image_to_dicom(
+    pixels: np.ndarray,
+    path: Path,
+    *,
+    study_uid: str,
+    series_uid: str,
+    number: int,
+    patient: tuple[str, str] = ("Synthetic^Ada", "SYN-0001"),
+) -> Path:
+    """Write a 2D grey image (``[H, W]``, 8 or 16 bit) as a Secondary Capture DICOM file, as a
+    modality would send it (for the demo: the synthetic set's PNGs as a series)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    array = np.asarray(pixels)
+    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise SiteFusionError(
+            f"{path}: image_to_dicom takes a 2D uint8/uint16 image, got {array.dtype} {array.shape}"
+        )
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientName, ds.PatientID = patient
+    ds.PatientBirthDate, ds.PatientSex = "", ""
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyDate = ds.ContentDate = "20260101"
+    ds.StudyTime = ds.ContentTime = "080000"
+    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
+    ds.Modality, ds.ConversionType = "OT", "WSD"
+    ds.SeriesNumber, ds.InstanceNumber = 1, number
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = array.shape
+    bits = 8 * array.dtype.itemsize
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = np.ascontiguousarray(array).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
