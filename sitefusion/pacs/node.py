@@ -30,6 +30,7 @@ from typing import IO, Any
 from pydicom import dcmread
 
 from sitefusion.errors import MissingDependencyError, SiteFusionError
+from sitefusion.methods import LoadedRun
 from sitefusion.pacs.destinations import Destination, SendError, check_ae_title
 from sitefusion.pacs.inbox import Inbox
 from sitefusion.pacs.ledger import SentLedger
@@ -139,7 +140,13 @@ class ListenNode:
         self._lock_fh = fh
 
     def start(self) -> int:
-        """Start the SCP and the worker; returns the port listened on."""
+        """Load the run once (it must be complete and unchanged), start the SCP and the worker;
+        returns the port listened on.
+
+        Raises:
+            ArtifactError: the run cannot be loaded.
+            OSError: the port cannot be bound.
+        """
         try:
             from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
             from pynetdicom.presentation import AllStoragePresentationContexts
@@ -149,6 +156,8 @@ class ListenNode:
                 "sitefusion listen needs pynetdicom: pip install 'sitefusion[pacs]'"
             ) from err
         s = self.settings
+        # A run that cannot be loaded is refused now, not at the first study.
+        LoadedRun(s.run_dir)
         ae = AE(ae_title=s.ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = list(s.allow)

@@ -169,7 +169,7 @@ def test_a_stranger_is_refused_and_a_malformed_instance_gets_an_error_row(
     node_port: int,
 ) -> None:
     from pynetdicom import AE
-    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+    from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
     listener = node(node_port, "--quiet-seconds", "1")
     out = tmp_path / "node"
@@ -187,6 +187,10 @@ def test_a_stranger_is_refused_and_a_malformed_instance_gets_an_error_row(
     good.SeriesInstanceUID, good.SOPInstanceUID = generate_uid(), generate_uid()
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(MRImageStorage)
+    ae.add_requested_context(Verification)
+    echo = ae.associate("127.0.0.1", node_port, ae_title=NODE_AE)
+    assert echo.is_established and int(echo.send_c_echo().Status) == 0  # "test connection"
+    echo.release()
     assocs = [ae.associate("127.0.0.1", node_port, ae_title=NODE_AE) for _ in range(2)]
     assert all(a.is_established for a in assocs)
     statuses = [a.send_c_store(ds) for a, ds in zip(assocs, (bad, good), strict=True)]

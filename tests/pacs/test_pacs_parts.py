@@ -86,3 +86,23 @@ def test_the_ledger_persists_and_refuses_a_foreign_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "other", "version": 1, "sent": {}}))
     with pytest.raises(SiteFusionError, match="field 'format' is 'other'"):
         SentLedger(path)
+
+
+def test_an_image_becomes_a_dicom_instance_a_modality_could_send(tmp_path: Path) -> None:
+    import numpy as np
+    import pydicom
+
+    from sitefusion.pacs.local import image_to_dicom
+
+    pixels = (np.arange(24 * 20, dtype=np.uint16).reshape(24, 20) * 7).astype(np.uint16)
+    path = image_to_dicom(
+        pixels, tmp_path / "a.dcm", study_uid="1.2.3", series_uid="1.2.3.4", number=2
+    )
+    ds = pydicom.dcmread(path)
+    assert (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber) == ("1.2.3", "1.2.3.4", 2)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    np.testing.assert_array_equal(ds.pixel_array, pixels)
+    with pytest.raises(SiteFusionError, match="2D uint8/uint16"):
+        image_to_dicom(
+            pixels.astype(np.float32), tmp_path / "b.dcm", study_uid="1", series_uid="2", number=1
+        )
