@@ -208,3 +208,27 @@ def test_a_stranger_is_refused_and_a_malformed_instance_gets_an_error_row(
     assert send_with_storescu(first, MODALITY_AE, node_address(node_port)).returncode == 0
     wait_for("five rows", lambda: len(rows(out)) == 5)
     assert listener.process is not None and listener.process.poll() is None
+
+
+def test_srs_can_go_back_by_stow_rs_and_a_terminated_node_says_it_stopped(
+    tmp_path: Path,
+    study: dict[str, list[Path]],
+    storescu: str,
+    orthanc: Callable[[int], OrthancServer],
+    node: Callable[..., NodeProcess],
+    node_port: int,
+) -> None:
+    pacs = orthanc(node_port)
+    listener = node(node_port, "--quiet-seconds", "1", "--stow-to", pacs.dicomweb_url)
+    assert (
+        send_with_storescu([tmp_path / "study"], MODALITY_AE, node_address(node_port)).returncode
+        == 0
+    )
+    wait_for("two SRs in Orthanc", lambda: len(pacs.instances("SR")) == 2)
+    assert {str(sr.StudyInstanceUID) for sr in sr_datasets(pacs)} == {
+        str(pydicom.dcmread(next(iter(study.values()))[0]).StudyInstanceUID)
+    }
+    listener.stop()  # SIGTERM
+    log = listener.log()
+    assert len(re.findall(rf"sent SR \S+ to {re.escape(pacs.dicomweb_url)}", log)) == 2
+    assert log.rstrip().endswith("stopped")
