@@ -111,9 +111,14 @@ def listen_cmd(
                 sr_patient=_sr_patient(sr_patient),
             )
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:  # finish the current pass, then stop
             signal.signal(sig, lambda *_: stop.set())
-        node.serve(stop)
+        try:
+            node.serve(stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     except (SiteFusionError, OSError) as err:
         _err.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None

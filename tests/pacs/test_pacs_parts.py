@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,42 @@ def test_an_image_becomes_a_dicom_instance_a_modality_could_send(tmp_path: Path)
         image_to_dicom(
             pixels.astype(np.float32), tmp_path / "b.dcm", study_uid="1", series_uid="2", number=1
         )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--send-to", "A@h:1", "--stow-to", "http://h/"], "give one destination, not both"),
+        (["--send-to", "PACS:104"], "--send-to: 'PACS:104' is not AE@host:port"),
+        (["--credentials", "c.json"], "--credentials is for --stow-to only"),
+        (["--sr-patient", "none"], "--sr-patient is 'none'; valid choices: source, blank"),
+    ],
+)
+def test_listen_refuses_bad_options_in_one_line(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from sitefusion.cli.main import app
+
+    args = ["listen", str(tmp_path / "run"), "--out", str(tmp_path / "node"), "--ae-title", "NODE"]
+    result = CliRunner().invoke(app, [*args, "--port", "0", "--allow", "PACS", *extra])
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())
+
+
+def test_listen_refuses_a_run_that_cannot_be_loaded_before_listening(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sitefusion.cli.main import app
+
+    (tmp_path / "run").mkdir()
+    before = signal.getsignal(signal.SIGINT)
+    args = ["listen", str(tmp_path / "run"), "--out", str(tmp_path / "node"), "--ae-title", "NODE"]
+    result = CliRunner().invoke(app, [*args, "--port", "0", "--allow", "PACS"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and str(tmp_path / "run") in " ".join(result.output.split())
+    assert signal.getsignal(signal.SIGINT) is before  # the command's handlers are undone
+    assert not (tmp_path / "node" / "inbox").exists() or not any(
+        (tmp_path / "node" / "inbox").iterdir()
+    )
