@@ -58,6 +58,10 @@ class Inbox:
         self._lock = threading.Lock()
         self._series: dict[str, SeriesState] = {}
         started = time.time()
+        # A write cut short by a crash was never acknowledged (the sender sends it again):
+        # its hidden temporary file is removed.
+        for partial in root.glob("*/.*.tmp"):
+            partial.unlink(missing_ok=True)
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             state = SeriesState(folder, started)
             if not folder.name.startswith(".") and state.files():

@@ -72,7 +72,10 @@ def test_the_inbox_groups_by_series_and_survives_a_restart(tmp_path: Path) -> No
     inbox.mark_clean(["1.2.3"], before=stamp + 1)
     assert not inbox.series()["1.2.3"].dirty
 
+    partial = tmp_path / "inbox" / "1.2.3" / ".1.2.3.3.dcm.abc.tmp"  # a write cut by a crash
+    partial.write_bytes(b"half")
     again = Inbox(tmp_path / "inbox")  # a restart: everything is to be looked at again
+    assert not partial.exists()
     assert set(again.series()) == {"1.2.3", UNKNOWN_SERIES}
     assert all(s.dirty for s in again.series().values())
 
