@@ -7,19 +7,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
+from pacs_samples import MODALITY_AE, NODE_AE, make_study
 
 from sitefusion.config import Config
 from sitefusion.pacs.local import DICOMWEB_PLUGIN, NodeProcess, OrthancServer, free_port
 from sitefusion.workflows import train_run
-
-NODE_AE = "SFNODE"
-MODALITY_AE = "MODALITY"
-PATIENT_NAME = "Doe^Jane^Node"
-PATIENT_ID = "NODE-PID-4711"
 
 
 @pytest.fixture(scope="session")
@@ -53,32 +46,6 @@ def orthanc_tools() -> None:
     _need("Orthanc", "orthanc")
     if not DICOMWEB_PLUGIN.is_file():
         pytest.skip(f"{DICOMWEB_PLUGIN} is missing (Debian package orthanc-dicomweb)")
-
-
-def make_study(folder: Path, per_series: int = 3) -> dict[str, list[Path]]:
-    """One study of two series (a CT and an MR, from pydicom's CT_small and MR_small), each of
-    ``per_series`` instances with fresh UIDs, under a known patient name and id.
-
-    Returns ``{series_uid: [files]}``.
-    """
-    study = generate_uid()
-    series: dict[str, list[Path]] = {}
-    for sample in ("CT_small.dcm", "MR_small.dcm"):
-        uid = generate_uid()
-        paths: list[Path] = []
-        for k in range(per_series):
-            ds = pydicom.dcmread(get_testdata_file(sample))
-            ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, uid
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.InstanceNumber = k + 1
-            path = folder / uid / f"{k:02d}.dcm"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(path, enforce_file_format=True)
-            paths.append(path)
-        series[uid] = paths
-    return series
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import MODALITY_AE, NODE_AE, PATIENT_ID, PATIENT_NAME
+from pacs_samples import MODALITY_AE, NODE_AE, PATIENT_ID, PATIENT_NAME
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
