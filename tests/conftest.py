@@ -1,7 +1,12 @@
-"""Shared fixtures: small synthetic multi-site sets written to tmp_path, and tiny run configs."""
+"""Shared fixtures: small synthetic multi-site sets written to tmp_path, tiny run configs, and
+headless Chromium (renders the HTML pages)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +87,36 @@ def tiny_run(
     train_run(tiny_config(synthetic_2d), out)
     evaluate_run(out, out / "report", n_boot=20)
     return out
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless-capable Chromium; tries ``apt-get install chromium`` once as root."""
+    found = _find_chromium()
+    apt = shutil.which("apt-get")
+    if found is None and apt is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                [apt, "install", "-y", "--no-install-recommends", "chromium"],
+                capture_output=True,
+                timeout=300,
+                check=False,
+                env=env,
+            )
+        found = _find_chromium()
+    if found is None:
+        pytest.skip(
+            "headless Chromium is not installed (/usr/bin/chromium missing; `apt-get install "
+            "chromium` unavailable or failed): the browser rendering check of the HTML "
+            "page was NOT run"
+        )
+    return found

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"data", "rundir", "training", "federated"},
     {"methods"},
     {"reporting", "scoring", "card", "export"},
-    {"workflows"},
+    {"workflows", "pacs"},  # pacs: the DICOM node runs the scoring batch
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -15,6 +15,15 @@ import typer
 import yaml
 from rich.console import Console
 
+from sitefusion.cli.dicomweb import (
+    CredentialsOpt,
+    DicomwebOpt,
+    QidoOpt,
+    StoreOpt,
+    StudyOpt,
+    score_from_dicomweb,
+)
+from sitefusion.cli.listen import listen_cmd
 from sitefusion.cli.publish import card_cmd, export_cmd
 from sitefusion.config import Config, config_to_dict, federated_config, load_config
 from sitefusion.errors import SiteFusionError
@@ -178,15 +187,15 @@ def evaluate_cmd(
 @app.command("score")
 def score_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Image files and folders (walked recursively): DICOM, NIfTI, PNG/JPEG."
-        ),
-    ],
     out: Annotated[
         Path, typer.Option("--out", help="Output folder; rerun the same command to resume.")
     ],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Image files and folders (walked recursively): DICOM, NIfTI, PNG/JPEG."
+        ),
+    ] = None,
     site: Annotated[
         str | None,
         typer.Option("--site", help="Site of every input (default: from DICOM tags, else unseen)."),
@@ -206,23 +215,48 @@ def score_cmd(
             "archive) or 'blank' (for SRs that leave the hospital).",
         ),
     ] = "source",
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    qido: QidoOpt = None,
+    store_results: StoreOpt = False,
+    credentials: CredentialsOpt = None,
 ) -> None:
     """Score images with a trained run: scores.csv / scores.jsonl, DICOM SR, explanations."""
     from sitefusion.scoring import score_inputs  # lazy: keeps --help fast
 
+    options = {
+        "site": site,
+        "explain": explain,
+        "convert_colour": convert_colour,
+        "console": err_console,
+        "sr_patient": _sr_patient(sr_patient),
+    }
     try:
-        summary = score_inputs(
-            run_dir,
-            inputs,
-            out,
-            site=site,
-            explain=explain,
-            convert_colour=convert_colour,
-            console=err_console,
-            sr_patient=_sr_patient(sr_patient),
-        )
+        if dicomweb is not None:
+            if inputs:
+                raise SiteFusionError("give input files or --dicomweb, not both")
+            web = score_from_dicomweb(
+                run_dir, dicomweb, out, study, qido, store_results, credentials, options
+            )
+            summary = web.scoring
+        elif not inputs:
+            raise SiteFusionError("no inputs: name files or folders, or use --dicomweb URL")
+        else:
+            if study or qido or store_results or credentials:
+                raise SiteFusionError(
+                    "--study, --qido, --store-results and --credentials need --dicomweb"
+                )
+            summary = score_inputs(run_dir, inputs, out, **options)  # type: ignore[arg-type]
     except (SiteFusionError, OSError) as err:  # OSError: a disk that fills up, say
         _fail(err)
+    if dicomweb is not None:
+        console.print(
+            f"{len(web.studies)} studies: {web.retrieved} instances retrieved now, "
+            f"{web.reused} already here, {web.not_images} non-image objects left out; "
+            f"{web.stored} SR stored back",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"{summary.items} items: {summary.ok} ok, {summary.errors} errors "
         f"({summary.scored} scored now, {summary.skipped} already done; "
@@ -396,6 +430,9 @@ def _sr_patient(value: str) -> Literal["source", "blank"]:
     if value == "blank":
         return "blank"
     _fail(ValueError(f"--sr-patient is {value!r}; valid choices: source, blank"))
+
+
+app.command("listen")(listen_cmd)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ progress display and the summary):
    (:mod:`.rows`, :mod:`.explain`); the row is journaled (flushed) as soon as the item is done,
    and the journal fsynced after every batch;
 6. one DICOM SR per scored DICOM series (:mod:`.sr_files`, :mod:`.sr`); sorted ``scores.csv`` /
-   ``scores.jsonl``.
+   ``scores.jsonl``; ``review.html`` beside them (:mod:`.review`).
 
 Determinism (a resumed batch ends with the same rows as an uninterrupted one): batches are
 padded to a fixed size before the experts run (a convolution's result can depend on the batch
@@ -53,6 +53,7 @@ from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
 from sitefusion.scoring.reading import ItemReader, LoadedItem, init_reader_thread
+from sitefusion.scoring.review import write_review
 from sitefusion.scoring.rows import BatchScorer, redact_stored_row
 from sitefusion.scoring.site_resolution import check_site_flag, check_site_map
 from sitefusion.scoring.sr import PatientModule
@@ -70,7 +71,8 @@ class ScoreSummary:
 
     ``items`` inputs found; ``ok`` / ``errors`` among their final rows; ``scored`` processed in
     this call, ``skipped`` already done by an earlier call; ``sr_written`` DICOM SR files
-    written (or found unchanged), ``sr_failed`` series whose SR could not be built.
+    written (or found unchanged), ``sr_failed`` series whose SR could not be built;
+    ``review_path`` the review page (:mod:`.review`).
     """
 
     items: int
@@ -89,6 +91,7 @@ class ScoreSummary:
     explained: int = 0
     ood_threshold: float = float("nan")
     sr_errors: tuple[str, ...] = field(default_factory=tuple)
+    review_path: Path | None = None
 
     @property
     def items_per_second(self) -> float:
@@ -269,6 +272,14 @@ def score_inputs(
             return row
 
         final = {r["item"]: r for r in store.finalize(with_sr, keep=set(keys))}
+        review = write_review(
+            [final[it.item_id] for it in items if it.item_id in final],
+            out,
+            classes=run.classes,
+            sites=run.expert_sites,
+            run_id=run.run_id,
+            method=method,
+        )
 
     current_rows = [final[it.item_id] for it in items if it.item_id in final]
     ok = sum(1 for r in current_rows if r.get("status") == "ok")
@@ -281,6 +292,7 @@ def score_inputs(
         out_dir=out,
         csv_path=store.csv_path,
         jsonl_path=store.jsonl_path,
+        review_path=review,
         run_id=run.run_id,
         method=method,
         seconds=time.perf_counter() - t0,

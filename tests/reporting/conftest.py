@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,36 +43,3 @@ def doc(preds: PredictionSet) -> dict[str, Any]:
     out["calibration"] = evaluate_calibration(preds, 1.8, fitted_on="validation split")
     out["leave_one_site_out"] = evaluate_loso({"A": preds, "B": preds}, n_boot=50)
     return out
-
-
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Path of a headless-capable Chromium; tries ``apt-get install chromium`` once as root."""
-    found = _find_chromium()
-    apt = shutil.which("apt-get")
-    if found is None and apt is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(
-                [apt, "install", "-y", "--no-install-recommends", "chromium"],
-                capture_output=True,
-                timeout=300,
-                check=False,
-                env=env,
-            )
-        found = _find_chromium()
-    if found is None:
-        pytest.skip(
-            "headless Chromium is not installed (/usr/bin/chromium missing; `apt-get install "
-            "chromium` unavailable or failed): the browser rendering check of report.html was "
-            "NOT run"
-        )
-    return found
