@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from sitefusion.methods import FUSION_METHOD_NAMES, LoadedRun
 from sitefusion.normalization import NormalizerBank
@@ -56,12 +57,15 @@ def test_an_items_result_is_the_same_at_any_place_with_any_companions(
 def test_rows_equal_the_runs_own_prediction_bit_for_bit(
     loaded: tuple[BatchScorer, list[LoadedItem]],
 ) -> None:
-    """The reader's normalization and the batch's OOD distances are the ones
-    ``LoadedRun.predict`` and ``MahalanobisOOD.score`` give on their own (scorer version 3)."""
+    """The reader's normalization, the single-threaded per-item heads and the batch's OOD
+    distances give what ``LoadedRun.predict``, ``predict_rows`` (on torch's threads) and
+    ``MahalanobisOOD.score`` give on their own (scorer version 3)."""
     scorer, items = loaded
     run, method = scorer.run, scorer.method
     batch = items[:3]
+    threads = torch.get_num_threads()
     res = scorer._predict(batch, SIZE)
+    assert torch.get_num_threads() == threads  # restored after the heads
     images = np.stack([b.array for b in batch if b.array is not None] + [batch[0].array] * 1)
     preds = run.predict(images, [None] * SIZE, batch_size=SIZE, methods=[method])
     assert preds.features is not None
