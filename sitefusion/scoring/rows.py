@@ -42,8 +42,8 @@ def _one_torch_thread() -> Iterator[None]:
 
     Each of a one-row head's small operations (layer norm, log-softmax, a matrix product of one
     row) opens an OpenMP parallel region; on two cores the team's start and barrier cost several
-    times the arithmetic (about 0.35 against 2.4-4 ms of CPU time per HAM10000 item, profiled
-    under load) and give the same numbers (tests/scoring/test_scoring_rows.py).
+    times the arithmetic (a HAM10000 item's head took 7-10 times the CPU time on two threads as
+    on one, measured under load) and give the same numbers (tests/scoring/test_scoring_rows.py).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
