@@ -11,7 +11,7 @@ progress display and the summary):
    (:meth:`LoadedRun.predict`, inference mode);
 5. per item: fused probabilities and expert weights, OOD distance, optional Grad-CAM
    (:mod:`.rows`, :mod:`.explain`); the row is journaled (flushed) as soon as the item is done,
-   and the journal fsynced after every batch;
+   and the journal fsynced after every batch (in the background, while the next batch runs);
 6. one DICOM SR per scored DICOM series (:mod:`.sr_files`, :mod:`.sr`); sorted ``scores.csv`` /
    ``scores.jsonl``.
 
@@ -231,7 +231,7 @@ def score_inputs(
                 upcoming = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
                 loaded = [f.result() for f in current]
                 scorer.score_batch(loaded, size, keys, finished)
-                store.sync()
+                store.sync_in_background()  # overlaps the next batch; close() waits for it
         finally:  # interrupted: do not wait for reads nobody will score
             for future in upcoming:
                 future.cancel()
