@@ -18,6 +18,13 @@ The ratio of images per second (end to end / bare) is what the scorer keeps of t
 Wall-clock numbers depend on the machine's load: the load average is printed before each path;
 time on an idle machine.
 
+Diagnostic: ``--readers idle`` runs the scorer's reader threads under Linux's ``SCHED_IDLE``
+policy (only on CPU time nothing else wants). On 2 cores the networks' 2 OpenMP threads meet at
+a barrier after every operation, so a reader thread that takes a core from one of them can
+stall both; if ``idle`` scores much faster than ``default`` on an idle machine, that contention
+is what is left of the gap. It is not an option of ``sitefusion score``: idle-class readers
+would starve while any other job keeps the cores busy.
+
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/bench_scoring.py runs/ham --images ../shared/data/ham10000/images --n 2048
@@ -48,6 +55,21 @@ def _load() -> str:
     return f"load {one:.2f} (5 min {five:.2f})"
 
 
+def _idle_readers() -> None:
+    """Make the scorer's reader threads SCHED_IDLE (Linux; the diagnostic of the docstring)."""
+    import sitefusion.scoring.batch as batch
+
+    if not hasattr(os, "SCHED_IDLE"):
+        raise SystemExit("--readers idle needs Linux's SCHED_IDLE")
+    plain = batch.init_reader_thread
+
+    def idle_reader() -> None:
+        plain()
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+
+    batch.init_reader_thread = idle_reader
+
+
 def _images(root: Path, n: int) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
     if len(files) < n:
@@ -63,8 +85,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--readers", choices=("default", "idle"), default="default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.readers == "idle":
+        _idle_readers()
     files = _images(args.images, args.n)
 
     t0 = time.perf_counter()
@@ -113,7 +138,7 @@ def main() -> None:
         f"run {args.run} ({summary.method}, {len(loaded.experts)} site experts"
         f"{f' + {len(fusion.networks)} fine-tuned copies' if fusion.networks else ''}, "
         f"{c}x{shape}), {args.n} images from {args.images}, batch {size}, "
-        f"threads {args.threads}\n"
+        f"threads {args.threads}, reader threads {args.readers}\n"
     )
     print("| path | seconds | images/s | before |")
     print("| --- | ---: | ---: | --- |")
