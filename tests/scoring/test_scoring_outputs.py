@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,9 +74,6 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path: P
 def test_background_fsyncs_cover_every_batch_and_end_before_the_journal_closes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-    import threading
-
     synced: list[tuple[int, str]] = []
     real_fsync = os.fsync
 
@@ -98,8 +97,6 @@ def test_background_fsyncs_cover_every_batch_and_end_before_the_journal_closes(
 def test_a_failed_background_fsync_is_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
