@@ -66,7 +66,8 @@ def test_rows_equal_the_runs_own_prediction_bit_for_bit(
     threads = torch.get_num_threads()
     res = scorer._predict(batch, SIZE)
     assert torch.get_num_threads() == threads  # restored after the heads
-    images = np.stack([b.array for b in batch if b.array is not None] + [batch[0].array] * 1)
+    arrays = [b.array for b in batch if b.array is not None]
+    images = np.stack(arrays + arrays[:1])  # padded to SIZE as the scorer pads
     preds = run.predict(images, [None] * SIZE, batch_size=SIZE, methods=[method])
     assert preds.features is not None
     for i in range(len(batch)):
