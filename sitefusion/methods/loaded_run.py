@@ -29,7 +29,7 @@ from sitefusion.methods.base import (
 )
 from sitefusion.methods.fusion import FUSION_METHOD_NAMES, FusionMethod
 from sitefusion.methods.registry import configured_methods
-from sitefusion.normalization import NormalizerBank
+from sitefusion.normalization import NormalizedImage, NormalizerBank
 from sitefusion.rundir import RunDir
 from sitefusion.training.device import resolve_device
 from sitefusion.training.features import ExpertFeatures
@@ -65,7 +65,16 @@ class LoadedRun:
     Fusion heads predict on the CPU from the experts' numpy outputs.
     """
 
-    def __init__(self, root: str | Path, *, device: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        methods: Collection[str] | None = None,
+        device: str | None = None,
+    ) -> None:
+        """Check every recorded artifact of ``root`` and load the site experts and ``methods``
+        (default: every method the run holds; scoring names only the fusion heads, whose
+        loading is a fraction of building every baseline's networks) onto ``device``."""
         self.root = Path(root)
         if not self.root.is_dir():
             if self.root.exists():
@@ -97,7 +106,7 @@ class LoadedRun:
         self.methods: dict[str, Method] = {
             m.name: m.load(ctx)
             for m in configured_methods(self.cfg, self.expert_sites)
-            if m.is_trained(self.run)
+            if (methods is None or m.name in methods) and m.is_trained(self.run)
         }
 
     def _device(self, requested: str | None) -> torch.device:
@@ -156,16 +165,21 @@ class LoadedRun:
         bank: NormalizerBank | None = None,
         methods: Collection[str] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        normalized: Sequence[NormalizedImage] | None = None,
     ) -> RunPredictions:
         """Predict on conformed images ``[N, C, *S]`` of the given sites.
 
         ``sites[i]`` may be ``None`` or a site the run does not know: the bank's unseen-site policy
         then picks the normalizer. ``bank`` overrides the run's bank (leave-one-site-out).
         ``methods``: which methods to compute (default: all; an empty collection gives only the
-        site experts' outputs).
+        site experts' outputs). ``normalized``: ``bank.transform(images[i], sites[i])`` of every
+        image, computed by the caller (scoring normalizes in its reader threads, beside the
+        networks).
         """
         if len(images) != len(sites):
             raise SiteFusionError(f"{len(images)} images but {len(sites)} site entries")
+        if normalized is not None and len(normalized) != len(images):
+            raise SiteFusionError(f"{len(images)} images but {len(normalized)} normalized images")
         chosen = self._select(methods)
         bank = bank or self.bank
         n, k, e = len(images), len(self.classes), len(self.experts)
@@ -176,10 +190,14 @@ class LoadedRun:
         out = RunPredictions()
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            normed = [bank.transform(images[i], sites[i]) for i in range(start, stop)]
+            normed = (
+                list(normalized[start:stop])
+                if normalized is not None
+                else [bank.transform(images[i], sites[i]) for i in range(start, stop)]
+            )
             out.norm_site += [ni.site_used for ni in normed]
             out.norm_policy += [ni.policy for ni in normed]
-            x = np.stack([ni.array for ni in normed]).astype(np.float32)
+            x = np.stack([ni.array for ni in normed]).astype(np.float32, copy=False)
             xb = torch.from_numpy(x).to(self.device)
             for j, expert in enumerate(self.experts):
                 z = expert.embed(xb)

@@ -6,12 +6,12 @@ progress display and the summary):
 1. load the run (hash-checked) and fit the out-of-distribution reference (:mod:`.ood`);
 2. discover items (:mod:`.discovery`): files, DICOM instances or series, each with a content hash;
 3. skip items already scored with the same content, run and options (:mod:`.outputs`);
-4. read and conform the next batch in a thread pool while the current batch is predicted
-   (:mod:`.reading`); each image passes once through each expert (:meth:`LoadedRun.predict`,
-   inference mode);
+4. read, conform and site-normalize the next batch in a thread pool while the current batch is
+   predicted (:mod:`.reading`); each image passes once through each expert
+   (:meth:`LoadedRun.predict`, inference mode);
 5. per item: fused probabilities and expert weights, OOD distance, optional Grad-CAM
    (:mod:`.rows`, :mod:`.explain`); the row is journaled (flushed) as soon as the item is done,
-   and the journal fsynced after every batch;
+   and the journal fsynced after every batch (in the background, while the next batch runs);
 6. one DICOM SR per scored DICOM series (:mod:`.sr_files`, :mod:`.sr`); sorted ``scores.csv`` /
    ``scores.jsonl``; ``review.html`` beside them (:mod:`.review`).
 
@@ -48,7 +48,7 @@ from rich.text import Text
 
 from sitefusion.atomic import ensure_writable_folder
 from sitefusion.errors import SiteFusionError
-from sitefusion.methods import LoadedRun
+from sitefusion.methods import FUSION_METHOD_NAMES, LoadedRun
 from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
@@ -183,7 +183,8 @@ def score_inputs(
     """
     t0 = time.perf_counter()
     out = ensure_writable_folder(out_dir)  # before the run is loaded: a bad --out fails fast
-    run = LoadedRun(Path(run_dir))
+    # Scoring reads the site experts and a fusion head only: the baselines' networks stay unbuilt.
+    run = LoadedRun(Path(run_dir), methods=FUSION_METHOD_NAMES.values())
     method = run.fusion().name
     check_site_flag(site, run.expert_sites)
     site_map = run.cfg.scoring.site_map
@@ -252,7 +253,7 @@ def score_inputs(
                 upcoming = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
                 loaded = [f.result() for f in current]
                 scorer.score_batch(loaded, size, keys, finished)
-                store.sync()
+                store.sync_in_background()  # overlaps the next batch; close() waits for it
         finally:  # interrupted: do not wait for reads nobody will score
             for future in upcoming:
                 future.cancel()

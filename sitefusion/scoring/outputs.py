@@ -2,8 +2,9 @@
 
 * ``scores.jsonl`` is the journal while the batch runs: one JSON object per finished item,
   appended and flushed at once (so a ``kill -9`` loses nothing already scored) and fsynced at
-  the end of every batch (so a power cut loses at most the batch in flight). A line cut short
-  by a kill is dropped when the folder is opened again.
+  the end of every batch, in a background thread while the next batch is predicted (so a power
+  cut loses at most the batch in flight and the one before it). A line cut short by a kill is
+  dropped when the folder is opened again.
 * On resume the latest row of each item (``item`` column) is known; the batch skips items whose
   ``score_key`` (content hash, run id and options) is unchanged.
 * At the end both files are rewritten atomically from the journal: the latest row per item,
@@ -20,6 +21,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -161,6 +163,8 @@ class ScoreStore:
         self.rows: dict[str, dict[str, Any]] = {}
         self._fh: IO[str] | None = None
         self._lock: IO[bytes] | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     @property
     def jsonl_path(self) -> Path:
@@ -192,11 +196,17 @@ class ScoreStore:
         self.close()
 
     def close(self) -> None:
-        """Close the journal and release the folder lock."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._release_lock()
+        """Finish a background fsync, close the journal and release the folder lock."""
+        try:
+            self._wait_for_sync()
+        finally:
+            if self._syncer is not None:
+                self._syncer.shutdown()
+                self._syncer = None
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            self._release_lock()
 
     def _acquire_lock(self) -> None:
         try:
@@ -291,10 +301,32 @@ class ScoreStore:
 
     def sync(self) -> None:
         """fsync the journal (everything appended so far is on disk)."""
+        self._wait_for_sync()
         if self._fh is not None:
             with _naming(self.jsonl_path):
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
+
+    def sync_in_background(self) -> None:
+        """Start an fsync of everything appended so far in a background thread and return.
+
+        The batch calls this after each batch: the rows are flushed already (they survive a
+        kill), and the disk's fsync, often milliseconds, then overlaps the next batch's
+        prediction instead of stalling it. One fsync is outstanding at most: this waits for the
+        previous one (and raises its error); :meth:`sync` and :meth:`close` wait for it too.
+        """
+        self._wait_for_sync()
+        if self._fh is None:
+            return
+        self._fh.flush()
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-fsync")
+        self._pending = self._syncer.submit(os.fsync, self._fh.fileno())
+
+    def _wait_for_sync(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def final_rows(
         self,
@@ -321,6 +353,7 @@ class ScoreStore:
         batch: rows of inputs that are gone, or of another batch scored into the same folder
         before, are dropped, so the summary line and the files always agree.
         """
+        self._wait_for_sync()  # the journal's descriptor must outlive its fsync
         rows = self.final_rows(update, keep)
         self.rows = {str(r["item"]): r for r in rows}
         if self._fh is not None:

@@ -1,8 +1,13 @@
-"""Reading one item of a scoring batch: read, check that it fits the run, conform, resolve its site.
+"""Reading one item of a scoring batch: read, check that it fits the run, conform, resolve its
+site, normalize it with its site's normalizer and check its intensities.
 
-Runs in the batch's reader threads (:func:`init_reader_thread` sets each one up), so nothing
-here holds state between items. :meth:`ItemReader.load` never raises: an item that cannot be
-scored comes back as a :class:`LoadedItem` with the reason in ``error``, which becomes its row.
+Runs in the batch's reader threads (:func:`init_reader_thread` sets each one up), beside the
+networks predicting the previous batch, so nothing here holds state between items. The site
+normalization is per image (its result does not depend on the batch), and doing it here rather
+than in the predicting thread takes it off the networks' critical path; the normalized image
+also serves the intensity check and the explanation. :meth:`ItemReader.load` never raises: an
+item that cannot be scored comes back as a :class:`LoadedItem` with the reason in ``error``,
+which becomes its row.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sitefusion.errors import ImageReadError
 from sitefusion.io import read_dicom, read_dicom_series, read_image
 from sitefusion.io.raster import raster_channels
 from sitefusion.methods import LoadedRun
+from sitefusion.normalization import NormalizedImage
 from sitefusion.scoring.discovery import ScoreItem, valid_uid
 from sitefusion.scoring.site_resolution import SiteResolution, resolve_site
 
@@ -26,12 +32,15 @@ __all__ = ["ItemReader", "LoadedItem", "fit_problem", "init_reader_thread", "rea
 
 @dataclass
 class LoadedItem:
-    """One item after reading: the conformed array ``[C, *S]`` or the reason it failed."""
+    """One item after reading: the conformed array ``[C, *S]``, its normalization and
+    intensity problem (:meth:`NormalizerBank.intensity_problem`), or the reason it failed."""
 
     item: ScoreItem
     array: np.ndarray | None = None
     error: str | None = None
     resolution: SiteResolution | None = None
+    normalized: NormalizedImage | None = None
+    intensity: str | None = None
     study_uid: str | None = None
     series_uid: str | None = None
     sop_uids: tuple[str, ...] = ()
@@ -138,4 +147,18 @@ class ItemReader:
             result.error = (
                 f"{item.input}: unexpected error while reading: {type(err).__name__}: {err}"
             )
+        if result.array is not None and result.error is None:
+            self._normalize(result, result.array)
         return result
+
+    def _normalize(self, result: LoadedItem, array: np.ndarray) -> None:
+        """The item's site normalization and intensity check (a refusal is the item's error)."""
+        bank = self.run.bank
+        site = result.resolution.site if result.resolution else None
+        try:
+            result.normalized = bank.transform(array, site)
+            result.intensity = bank.intensity_problem(array, result.normalized)
+        except Exception as err:  # e.g. a normalizer refusing a degenerate image
+            first = str(err).splitlines()[0] if str(err) else ""
+            result.error = f"{result.item.input}: prediction failed: {type(err).__name__}: {first}"
+            result.array = result.normalized = None

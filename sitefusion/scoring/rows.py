@@ -1,11 +1,14 @@
 """The rows of one scoring batch: one fused pass over its images, then one row per item.
 
-The batch is padded to a fixed size before the experts run (a convolution's result can depend
+The batch is padded to a fixed size before the networks run (a convolution's result can depend
 on the batch size), and the fusion head and the OOD distance are computed per item, so a
-resumed batch gives the same rows as an uninterrupted one. A row holds the fused probabilities
-and expert weights, the OOD distance and flag (feature distance, or intensities the site
-normalizer cannot represent) and, when asked, the paths of the item's Grad-CAM explanation.
-An item the models refuse fails alone: the batch is retried item by item.
+resumed batch gives the same rows as an uninterrupted one. Running the head once on the padded
+batch was tried: its per-expert projection (a batched matrix product) gave an item's logits
+that differed in the last bits with the item's place in the batch (tests/scoring/
+test_scoring_rows.py guards the property). A row holds the fused probabilities and expert
+weights, the OOD distance and flag (feature distance, or intensities the site normalizer
+cannot represent, found by the reader) and, when asked, the paths of the item's Grad-CAM
+explanation. An item the models refuse fails alone: the batch is retried item by item.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sitefusion.errors import SiteFusionError
 from sitefusion.methods import LoadedRun
@@ -34,6 +39,23 @@ __all__ = ["BatchScorer", "explanation_key", "redact_stored_row"]
 
 _ROUND_PROB = 6
 _ROUND_OOD = 4
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the per-item fusion heads, then back to the caller's count.
+
+    Each of a one-row head's small operations (layer norm, log-softmax, a matrix product of one
+    row) opens an OpenMP parallel region; on two cores the team's start and barrier cost several
+    times the arithmetic (a HAM10000 item's head took 7-10 times the CPU time on two threads as
+    on one, measured under load) and give the same numbers (tests/scoring/test_scoring_rows.py).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _slug(text: str) -> str:
@@ -75,6 +97,18 @@ def redact_stored_row(row: dict[str, Any], item: ScoreItem, out: Path) -> dict[s
         renamed.append(new)
     row["explanation"] = renamed
     return row
+
+
+@dataclass(frozen=True)
+class _BatchResult:
+    """What the networks gave for the ``n`` items of one batch (padding removed):
+    ``probs [n, K]``, ``weights [n, E]``, OOD ``distances [n]``, the normalizer used."""
+
+    probs: np.ndarray
+    weights: np.ndarray
+    distances: np.ndarray
+    norm_site: list[str]
+    norm_policy: list[str]
 
 
 @dataclass
@@ -143,34 +177,57 @@ class BatchScorer:
         for i, b in enumerate(ready):
             finished(self._scored_row(b, i, preds, keys[b.item.item_id]))
 
-    def _predict(self, ready: list[LoadedItem], size: int) -> Any:
-        """Expert features and normalization of ``ready`` (conformed) items, in their order.
+    def _predict(self, ready: list[LoadedItem], size: int) -> _BatchResult:
+        """Every network of the scored fusion on ``ready`` (conformed, normalized) items, in
+        their order: probabilities (temperature-scaled), expert weights, OOD distances.
 
-        The batch is padded to ``size`` with copies of its first image: a convolution's result
-        can depend on the batch size, so an image's features never depend on how many others
-        share its batch (a resumed batch reproduces the uninterrupted one exactly).
+        The batch is padded to ``size`` with copies of its first image, so no network's output
+        depends on how many items share the batch.
         """
         arrays = [b.array for b in ready if b.array is not None]
+        normalized = [b.normalized for b in ready if b.normalized is not None]
+        if len(arrays) != len(ready) or len(normalized) != len(ready):
+            raise SiteFusionError("an unread item reached the networks")
         sites = [b.resolution.site if b.resolution else None for b in ready]
         pad = size - len(arrays)
         images = np.stack(arrays + [arrays[0]] * pad)
         # Only the experts and the scored fusion: scoring reads nothing else.
-        return self.run.predict(
-            images, sites + [sites[0]] * pad, batch_size=size, methods=[self.method]
+        preds = self.run.predict(
+            images,
+            sites + [sites[0]] * pad,
+            batch_size=size,
+            methods=[self.method],
+            normalized=normalized + [normalized[0]] * pad,
+        )
+        if preds.features is None:
+            raise SiteFusionError(f"{self.method} gave no expert outputs")
+        n = len(ready)
+        probs = np.zeros((n, len(self.run.classes)), np.float64)
+        weights = np.zeros((n, len(self.run.expert_sites)), np.float64)
+        with _one_torch_thread():
+            for i in range(n):
+                # The head per item: a batched matrix product's rows can differ in the last
+                # bits with their place in the batch.
+                one = self.run.predict_rows(preds, slice(i, i + 1), self.method, calibrated=True)
+                if one is None or one.weights is None:
+                    raise SiteFusionError(
+                        f"{self.method} gave no prediction for {ready[i].item.input}"
+                    )
+                probs[i], weights[i] = one.probs[0], one.weights[0]
+        return _BatchResult(
+            probs=probs,
+            weights=weights,
+            distances=self.ood.score(preds.features.features[:n]),  # row by row
+            norm_site=preds.norm_site[:n],
+            norm_policy=preds.norm_policy[:n],
         )
 
-    def _scored_row(self, b: LoadedItem, i: int, preds: Any, key: str) -> dict[str, Any]:
-        feats = preds.features
-        # The head per item: batched matrix products could differ in the last bits.
-        one = self.run.predict_rows(preds, slice(i, i + 1), self.method, calibrated=True)
-        if one is None or one.weights is None:
-            raise SiteFusionError(f"{self.method} gave no prediction for {b.item.input}")
-        probs = np.asarray(one.probs[0], dtype=np.float64)
-        weights = np.asarray(one.weights[0], dtype=np.float64)
-        distance = float(self.ood.score(feats.features[i : i + 1])[0])
+    def _scored_row(self, b: LoadedItem, i: int, preds: _BatchResult, key: str) -> dict[str, Any]:
+        probs, weights = preds.probs[i], preds.weights[i]
+        distance = float(preds.distances[i])
         # Intensities the normalizer cannot represent come first: such an image is flagged
         # whatever its feature distance (which a constant image can make look ordinary).
-        intensity = self._intensity_problem(b)
+        intensity = b.intensity
         far = distance > self.ood.threshold_
         reason = intensity or (
             f"feature distance {distance:.4g} above the run's threshold {self.ood.threshold_:.4g}"
@@ -209,15 +266,6 @@ class BatchScorer:
                 )
         return row
 
-    def _intensity_problem(self, b: LoadedItem) -> str | None:
-        # The item's image normalized once more, as predict did: one per item, cheap beside
-        # the experts.
-        if b.array is None:
-            return None
-        requested = b.resolution.site if b.resolution else None
-        normalized = self.run.bank.transform(b.array, requested)
-        return self.run.bank.intensity_problem(b.array, normalized)
-
     def _explain(self, b: LoadedItem, weights: np.ndarray, k: int, probs: np.ndarray) -> list[str]:
         if self._explainer is None:
             # The fusion's own (fine-tuned) expert copies where it has them: those are the
@@ -228,11 +276,10 @@ class BatchScorer:
                 self.run.classes,
                 (self.run.channels, *self.run.spatial_size),
             )
-        if b.array is None:
+        if b.array is None or b.normalized is None:
             raise SiteFusionError("no image to explain")
         image = b.array
-        requested = b.resolution.site if b.resolution else None
-        normalized = self.run.bank.transform(image, requested).array
+        normalized = b.normalized.array
         key = explanation_key(b.item)
         paths: list[str] = self._explainer.explain(
             self.out,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,41 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path: P
         pass
     with ScoreStore(tmp_path, run_id="r1", run_dir="x", columns=COLUMNS):
         pass  # released
+
+
+def test_background_fsyncs_cover_every_batch_and_end_before_the_journal_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[int, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append((fd, threading.current_thread().name))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with ScoreStore(tmp_path, run_id="r1", run_dir="x", columns=COLUMNS) as store:
+        store.append(_row("a", "/a.png"), fsync=False)
+        store.sync_in_background()
+        store.append(_row("b", "/b.png"), fsync=False)
+        store.sync_in_background()  # waits for the first, starts the second
+        store.finalize()  # waits for the second before closing the journal (then its own fsyncs)
+    background = [name for _, name in synced if name.startswith("journal-fsync")]
+    assert len(background) == 2
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["item"] for line in lines] == ["a", "b"]
+
+
+def test_a_failed_background_fsync_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with ScoreStore(tmp_path, run_id="r1", run_dir="x", columns=COLUMNS) as store:
+        store.append(_row("a", "/a.png"), fsync=False)
+        monkeypatch.setattr(os, "fsync", broken)
+        store.sync_in_background()
+        with pytest.raises(OSError, match="Input/output"):
+            store.sync_in_background()
+        monkeypatch.undo()
