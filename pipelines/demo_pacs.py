@@ -67,7 +67,8 @@ def main() -> None:
     pngs = sorted((args.run / "data").rglob("*.png"))[:: max(1, 200 // args.images)][: args.images]
     for k, png in enumerate(pngs):
         with Image.open(png) as image:
-            pixels = np.asarray(image.convert("L"))
+            # The synthetic set is 16-bit grey: convert("L") would clip every value to 255.
+            pixels = np.asarray(image if image.mode in ("L", "I;16") else image.convert("L"))
         image_to_dicom(
             pixels,
             modality / "synthetic" / f"{k:02d}.dcm",
