@@ -110,3 +110,19 @@ def test_federate_reports_an_unreachable_superlink(tmp_path: Path) -> None:
     )
     flat = one_line_failure(result, address, "unreachable")
     assert "None" not in flat
+
+
+def test_classes_taken_from_the_labels_are_said(
+    synthetic_2d: Path, tmp_path: Path, tiny_config: Callable[..., Config]
+) -> None:
+    cfg = write_config(tiny_config(synthetic_2d), tmp_path / "c.yaml")
+    result = runner.invoke(app, ["prepare", str(cfg), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "data.classes is not set" in flat and "class_0, class_1, class_2" in flat
+    named = write_config(
+        tiny_config(synthetic_2d, data__classes=["class_0", "class_1", "class_2"]),
+        tmp_path / "named.yaml",
+    )
+    result = runner.invoke(app, ["prepare", str(named), "--out", str(tmp_path / "run2")])
+    assert result.exit_code == 0 and "data.classes is not set" not in result.output
