@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pydicom
+import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -678,6 +680,348 @@ def _jsonl(out: Path) -> list[dict[str, Any]]:
 
 
 # -- end of issue 31, classes 1, 2, 6, 7 --------------------------------------------------------
+# ===== issue 31, classes 3, 4, 5, 8, 9, 10 (branch hostile-cli) ==============================
+# Tracebacks outside score (3), hangs (4), --out inside the run (5), stopping a site (8), a
+# million-row manifest (9), smaller things (10). Each case builds its own input in `work`.
+
+
+def _tiny_set(work: Path) -> tuple[Path, Path]:
+    """A small generated 3-site set and a CSV config over it: (manifest, config)."""
+    from sitefusion.config import config_from_dict, config_to_dict
+    from sitefusion.data.synthetic import generate_synthetic_dataset
+
+    manifest = generate_synthetic_dataset(
+        work / "tiny_set", sites=3, images_per_site=40, classes=2, dims=2, size=24, seed=5
+    )
+    raw = {
+        "name": "hostile",
+        "data": {
+            "source": "csv",
+            "root": str(manifest.parent),
+            "manifest": str(manifest),
+            "id": "image_id",
+            "spatial_size": [24, 24],
+        },
+        "expert": {"backbone": "compact", "out_channels": 8},
+        "training": {"epochs": 1, "threads": 1},
+    }
+    config = work / "tiny.yaml"
+    config.write_text(yaml.safe_dump(config_to_dict(config_from_dict(raw, "<bench>"))))
+    return manifest, config
+
+
+def _run_copy(run: Path, work: Path, name: str) -> Path:
+    copy = work / name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("data", "report"))
+    return copy
+
+
+def _case(name: str, code: int, output: str, expect: str) -> Outcome:
+    problem = clean_failure(code, output, expect)
+    return Outcome(name, problem is None, problem or "")
+
+
+def check_issue31_tracebacks(run: Path, work: Path, image: Path) -> list[Outcome]:
+    """Class 3: a one-image site, seeds at and beyond the bounds, a deeply nested manifest.json."""
+    manifest, config = _tiny_set(work)
+    shifted = work / "shifted.csv"
+    shutil.copy(manifest, shifted)
+    with shifted.open("a") as fh:  # a comma in the label shifts the row into a one-image site
+        fh.write(
+            f"x0,{manifest.parent / 'images' / 'site_a' / 'img_00000.png'},class_0,site_z,gx\n"
+        )
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["manifest"] = str(shifted)
+    cfg["data"]["allow_outside_root"] = True
+    shifted_cfg = work / "shifted.yaml"
+    shifted_cfg.write_text(yaml.safe_dump(cfg))
+    out = [
+        _case(
+            "prepare: a site of one image",
+            *cli("prepare", str(shifted_cfg), "--out", str(work / "r_shift"))[:2],
+            "site_z",
+        )
+    ]
+    for seed, expect in (("99999999999999999999999", "2**32"), ("-1", "2**32")):
+        code, output, _ = cli("config", str(config), "--set", f"seed={seed}")
+        out.append(_case(f"config: seed {seed[:12]}", code, output, expect))
+    code, output, _ = cli(
+        "prepare",
+        str(config),
+        "--out",
+        str(work / "r_seed"),
+        "--set",
+        "seed=4294967295",
+        "--set",
+        "split.seed=4294967295",
+    )
+    out.append(Outcome("prepare: seed 2**32-1 works", code == 0, output.strip()[-160:]))
+    deep = _run_copy(run, work, "deep")
+    (deep / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    for command in (["score", str(deep), str(image)], ["evaluate", str(deep)]):
+        code, output, _ = cli(*command, "--out", str(work / f"deep_{command[0]}"))
+        out.append(
+            _case(f"{command[0]}: manifest.json nested 100,000 deep", code, output, "manifest.json")
+        )
+    return out
+
+
+def _site(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from sitefusion.cli.main import main; main()", "site", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _site_args(manifest: Path, superlink: str, workdir: Path) -> list[str]:
+    from sitefusion.federated.deploy import free_port
+
+    return [
+        "--superlink",
+        superlink,
+        "--site",
+        "site_a",
+        "--manifest",
+        str(manifest),
+        "--workdir",
+        str(workdir),
+        "--port",
+        str(free_port()),
+    ]
+
+
+def check_issue31_hangs(run: Path, work: Path, image: Path) -> list[Outcome]:
+    """Class 4 and 8: /dev/zero in a run, a bad site workdir, no SuperLink, stopping a site."""
+    from sitefusion.federated.deploy import (
+        descendants,
+        flower_env,
+        free_port,
+        start_process,
+        superlink_command,
+    )
+
+    zero = _run_copy(run, work, "zero")
+    (zero / "config.yaml").unlink()
+    (zero / "config.yaml").symlink_to("/dev/zero")
+    out = []
+    for command in (["score", str(zero), str(image)], ["evaluate", str(zero)]):
+        code, output, _ = cli(*command, "--out", str(work / f"zero_{command[0]}"), timeout=120)
+        out.append(
+            _case(
+                f"{command[0]}: a run artifact linked to /dev/zero",
+                code,
+                output,
+                "not a regular file",
+            )
+        )
+    if not (work / "site").exists():
+        (work / "site").mkdir()
+        _tiny_set(work / "site")
+    manifest = work / "site" / "tiny_set" / "manifest.csv"
+    (work / "wd_file").write_text("x")
+    code, output, took = cli(
+        "site", *_site_args(manifest, f"127.0.0.1:{free_port()}", work / "wd_file"), timeout=60
+    )
+    out.append(_case(f"site: --workdir is a file ({took:.0f} s)", code, output, "wd_file"))
+    address = f"127.0.0.1:{free_port()}"
+    code, output, took = cli(
+        "site", *_site_args(manifest, address, work / "wd"), "--connect-timeout", "5", timeout=120
+    )
+    problem = clean_failure(code, output, "unreachable") or (
+        None if address in output else "no address"
+    )
+    out.append(
+        Outcome(
+            f"site: nothing listens at --superlink ({took:.0f} s)",
+            problem is None and took < 60,
+            problem or "",
+        )
+    )
+    code, output, _ = cli("site", *_site_args(manifest, "10.255.0.1:9092", work / "wd"))
+    cited = Path(__file__).parents[1] / "docs" / "architecture.md"
+    out.append(
+        Outcome(
+            "site: the plain-text refusal cites a doc that exists",
+            code == 1 and "docs/architecture.md" in output and cited.is_file(),
+            output.strip()[-160:],
+        )
+    )
+    port = free_port()
+    link = start_process(
+        "SuperLink",
+        superlink_command(port),
+        port,
+        work / "superlink.log",
+        flower_env(work / "flwr_home"),
+    )
+    try:
+        site = _site(*_site_args(manifest, f"127.0.0.1:{port}", work / "wd8"))
+        deadline = time.monotonic() + 90
+        while len(descendants(site.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        started = descendants(site.pid)
+        os.kill(site.pid, signal.SIGTERM)
+        try:
+            site.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(site.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        left = [
+            p
+            for p in started
+            if Path(f"/proc/{p}").exists() and ") Z" not in Path(f"/proc/{p}/stat").read_text()
+        ]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        out.append(
+            Outcome(
+                f"site: SIGTERM stops all {len(started)} processes it started",
+                bool(started) and not left,
+                f"left running: {left}",
+            )
+        )
+    finally:
+        link.stop(grace=5)
+    return out
+
+
+def check_issue31_outputs(run: Path, work: Path, image: Path) -> list[Outcome]:
+    """Class 5: an output folder that is, or lies inside, the run directory."""
+    copy = _run_copy(run, work, "out_in_run")
+    before = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
+    out = []
+    for target in (copy, copy / "scores"):
+        for command in (["score", str(copy), str(image)], ["evaluate", str(copy)]):
+            code, output, _ = cli(*command, "--out", str(target))
+            out.append(
+                _case(
+                    f"{command[0]}: --out {target.relative_to(work)}",
+                    code,
+                    output,
+                    "inside the run directory",
+                )
+            )
+    after = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
+    out.append(Outcome("nothing was written into the run", before == after, "run changed"))
+    return out
+
+
+MILLION_ROWS = """
+import resource, sys, time
+from sitefusion.config import DataConfig
+from sitefusion.data import load_manifest
+t0 = time.perf_counter()
+m = load_manifest(sys.argv[1], DataConfig(id="image_id"))
+print(len(m), time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def check_issue31_large(run: Path, work: Path, image: Path) -> list[Outcome]:
+    """Class 9: a 1,000,000-row manifest (65 MB) validates in under 30 s and 1 GiB."""
+    folder = work / "million"
+    (folder / "img").mkdir(parents=True)
+    for k in range(1000):
+        shutil.copy(image, folder / "img" / f"{k}.png")
+    path = folder / "manifest.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "image", "label", "site", "group"])
+        for i in range(1_000_000):
+            writer.writerow(
+                [
+                    f"site_{i % 4}_img_{i:07d}",
+                    f"img/{i % 1000}.png",
+                    f"class_{i % 3}",
+                    f"site_{i % 4}",
+                    f"site_{i % 4}_g{i // 3:07d}",
+                ]
+            )
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", MILLION_ROWS, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return [Outcome("1,000,000-row manifest validates", False, "hung (timed out)")]
+    took = time.perf_counter() - t0
+    try:
+        rows, seconds, mib = done.stdout.split()
+    except ValueError:
+        return [Outcome("1,000,000-row manifest validates", False, done.stderr.strip()[-200:])]
+    return [
+        Outcome(
+            f"1,000,000-row manifest validates in under 30 s ({float(seconds):.1f} s, {took:.0f} s with start-up; load average {load:.1f})",
+            rows == "1000000" and float(seconds) < 30,
+        ),
+        Outcome(f"1,000,000-row manifest validates in under 1 GiB ({mib} MiB)", int(mib) < 1024),
+    ]
+
+
+def check_issue31_small(run: Path, work: Path, image: Path) -> list[Outcome]:
+    """Class 10: an empty config, classes from the labels, readable run files, no SuperLink."""
+    from sitefusion.federated.deploy import free_port
+
+    if not (work / "site").exists():
+        (work / "site").mkdir()
+        _tiny_set(work / "site")
+    config = work / "site" / "tiny.yaml"
+    (work / "empty.yaml").write_text("")
+    out = [_case("config: an empty file", *cli("config", str(work / "empty.yaml"))[:2], "empty")]
+    code, output, _ = cli("prepare", str(config), "--out", str(work / "r10"))
+    out.append(
+        Outcome(
+            "prepare: classes taken from the labels are listed",
+            code == 0 and "data.classes is not set" in output,
+            output.strip()[-160:],
+        )
+    )
+    private = [
+        str(p.relative_to(work / "r10"))
+        for p in (work / "r10").rglob("*")
+        if p.is_file() and p.stat().st_mode & 0o044 != 0o044
+    ]
+    out.append(
+        Outcome(
+            "prepare: every run file readable by other users",
+            (work / "r10").exists() and not private,
+            f"{private[:3]}",
+        )
+    )
+    address = f"127.0.0.1:{free_port()}"
+    code, output, _ = cli(
+        "federate",
+        str(Path(__file__).parents[1] / "configs" / "demo-federated.yaml"),
+        "--out",
+        str(work / "fed"),
+        "--superlink",
+        address,
+    )
+    problem = clean_failure(code, output, "unreachable") or (
+        None if address in output and "None" not in output else "no address, or 'None'"
+    )
+    out.append(
+        Outcome("federate: an unreachable SuperLink is named", problem is None, problem or "")
+    )
+    return out
+
+
+ISSUE31_CLI_PARTS = (
+    check_issue31_tracebacks,
+    check_issue31_hangs,
+    check_issue31_outputs,
+    check_issue31_large,
+    check_issue31_small,
+)
+# ===== end of issue 31, classes 3, 4, 5, 8, 9, 10 ============================================
 
 
 def main() -> None:
@@ -695,6 +1039,8 @@ def main() -> None:
             outcomes += part(run, work)
         for part in (check_outputs, check_manifests, check_runs):
             outcomes += part(run, work, image)
+        for issue31_part in ISSUE31_CLI_PARTS:
+            outcomes += issue31_part(run, work, image)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MiB
     outcomes.append(
         Outcome(f"peak memory of any command below 3 GiB ({peak:.0f} MiB)", peak < 3072)

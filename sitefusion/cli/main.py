@@ -299,21 +299,30 @@ def site_cmd(
             "or lesions held by two sites then get one split everywhere.",
         ),
     ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            "--connect-timeout",
+            help="Seconds to wait for the SuperLink to answer before giving up.",
+            min=0.0,
+        ),
+    ] = 60.0,
 ) -> None:
     """Start this site's Flower SuperNode: it trains and evaluates on this site's data only.
 
     Without --root-certificates the connection is plain text, which is only allowed to a
     SuperLink on a loopback address. Without --group-key, a patient or lesion held by two sites
-    is split at each independently.
+    is split at each independently. Stopping this command (Ctrl-C, SIGTERM) stops every process
+    it started.
     """
-    import subprocess  # lazy: keeps --help fast
-
+    from sitefusion.atomic import ensure_writable_folder  # lazy: keeps --help fast
     from sitefusion.federated import SiteSetup  # lazy: keeps --help fast
     from sitefusion.federated.deploy import (  # lazy: keeps --help fast
         TlsFiles,
         flower_env,
         supernode_command,
     )
+    from sitefusion.federated.site_process import run_site  # lazy: keeps --help fast
 
     try:
         setup = SiteSetup.from_node_config(
@@ -327,11 +336,22 @@ def site_cmd(
         )
         tls = TlsFiles(root_certificates) if root_certificates is not None else None
         command = supernode_command(superlink, setup, port=port, tls=tls)
+        ensure_writable_folder(setup.workdir, "site work folder (--workdir)")
         env = flower_env(setup.workdir / "flwr_home")
+        console.print(
+            f"site {setup.site}: waiting up to {connect_timeout:g} s for the SuperLink at "
+            f"{superlink}"
+        )
+        code = run_site(
+            command,
+            env,
+            superlink=superlink,
+            connect_timeout=connect_timeout,
+            say=lambda line: console.print(line, highlight=False),
+        )
     except (SiteFusionError, OSError) as err:
         _fail(err)
-    console.print(f"site {setup.site}: SuperNode connecting to {superlink} (Ctrl-C stops it)")
-    sys.exit(subprocess.run(command, env=env, check=False).returncode)
+    sys.exit(code)
 
 
 @app.command("federate")
@@ -366,6 +386,7 @@ def federate_cmd(
         superlink_command,
         write_connection,
     )
+    from sitefusion.federated.site_process import check_reachable  # lazy: keeps --help fast
     from sitefusion.reporting import render_markdown_table  # lazy: keeps --help fast
 
     link = None
@@ -405,6 +426,12 @@ def federate_cmd(
             timeout=timeout,
             on_line=lambda line: console.print(line, highlight=False, markup=False),
         )
+        if outcome.run_id is None:
+            check_reachable(address, 0)  # names the address if nothing answers there
+            raise SiteFusionError(
+                f"the SuperLink at {address} started no run (see Flower's message above); "
+                f"rerun the same command to resume from {out}"
+            )
         if outcome.status != "finished:completed":
             raise SiteFusionError(
                 f"federated run {outcome.run_id} ended with status {outcome.status}; rerun the "

@@ -42,7 +42,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     written, and so is an ``expert.pretrained`` file that does not exist (:func:`check_paths`).
     """
     p = Path(path)
-    data = read_config_file(p) or {}
+    data = read_config_file(p)
+    if data is None:
+        # Every field has a default, so an empty file would silently be a run of the built-in
+        # defaults: a config truncated by a failed copy, or the wrong file, looks like that.
+        # Whoever means the defaults writes so: "{}".
+        raise ConfigError(
+            f"{p}: the config file is empty (no settings); expected a mapping of sections such "
+            "as data:, training:, fusion: (see configs/demo.yaml), or {} for every default"
+        )
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     merged = merge_overrides(data, parse_overrides(overrides))

@@ -118,7 +118,10 @@ def group_splits(
             continue
         n_val_folds = max(2, round(1.0 / cfg.val_fraction))
         vfolds = _fold_assign(
-            train_groups, [group_label[g] for g in train_groups], n_val_folds, cfg.seed + 1
+            train_groups,
+            [group_label[g] for g in train_groups],
+            n_val_folds,
+            (cfg.seed + 1) % 2**32,  # scikit-learn's random_state takes 32 bits
         )
         for g in train_groups:
             group_split[g] = "val" if vfolds[g] == 0 and len(train_groups) > 1 else "train"

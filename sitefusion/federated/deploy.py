@@ -49,6 +49,7 @@ __all__ = [
     "TlsFiles",
     "app_folder",
     "descendants",
+    "end_processes",
     "flower_env",
     "free_port",
     "run_app",
@@ -99,7 +100,7 @@ def _check_security(address: str, tls: TlsFiles | None) -> None:
     if tls is None and not _is_loopback(address):
         raise ConfigError(
             f"{address}: insecure (plain-text) connections are only allowed on loopback "
-            "addresses; give certificate files for anything else (docs/federated.md, TLS)"
+            "addresses; give certificate files for anything else (docs/architecture.md, Deployment)"
         )
 
 
@@ -215,7 +216,7 @@ class FlowerProcess:
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=grace)
         spawned += [p for p in descendants(self.popen.pid) if p not in spawned]
-        _end(spawned, grace)
+        end_processes(spawned, grace)
 
 
 def _proc_stat(pid: int) -> tuple[int, str] | None:
@@ -251,7 +252,7 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[1] != "Z"
 
 
-def _end(pids: Sequence[int], grace: float) -> None:
+def end_processes(pids: Sequence[int], grace: float) -> None:
     """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):

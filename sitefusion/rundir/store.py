@@ -20,12 +20,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sitefusion.atomic import atomic_write, sha256_file
-from sitefusion.errors import ArtifactError
+from sitefusion.errors import ArtifactError, OutputFolderError
+from sitefusion.io import not_a_file
 
 __all__ = ["MANIFEST_NAME", "RunDir", "atomic_write", "sha256_file"]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+#: Modes of every file and sub-folder a run writes: readable by other users, so that a run trained
+#: by one account can be scored by another (the scoring service's). The run folder itself is
+#: created under the user's umask and never changed: it is what keeps a run private
+#: (``umask 077`` or ``chmod 700 RUN``), whatever the modes inside.
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
+
+
+def _require_regular_file(path: Path, what: str) -> None:
+    """Refuse a run file that is not a regular file (links followed) before it is opened."""
+    problem = not_a_file(path)
+    if problem is not None:
+        raise ArtifactError(f"{problem}; a run's {what} must be a regular file")
 
 
 def _json_default(obj: Any) -> Any:
@@ -52,17 +66,23 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any]:
         """The run manifest (``{"version", "artifacts": {relpath: sha256}, ...}``)."""
-        if not self.manifest_path.exists():
+        if not self.manifest_path.exists() and not self.manifest_path.is_symlink():
             return {"version": FORMAT_VERSION, "artifacts": {}}
+        _require_regular_file(self.manifest_path, "run manifest")
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except RecursionError as err:
+            raise ArtifactError(
+                f"{self.manifest_path}: malformed run manifest (nested too deeply to read)"
+            ) from err
+        except (OSError, ValueError) as err:  # ValueError: JSON, or text that is not UTF-8
             raise ArtifactError(f"{self.manifest_path}: unreadable run manifest ({err})") from err
         if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
             raise ArtifactError(f"{self.manifest_path}: malformed run manifest (no 'artifacts')")
         return data
 
     def _record(self, rel: str, extra: Mapping[str, Any] | None = None) -> None:
+        self._publish(rel)
         data = self.read_manifest()
         data["version"] = FORMAT_VERSION
         data["artifacts"][rel] = sha256_file(self.root / rel)
@@ -70,6 +90,13 @@ class RunDir:
             data.update(extra)
         with atomic_write(self.manifest_path) as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
+        os.chmod(self.manifest_path, FILE_MODE)
+
+    def _publish(self, rel: str) -> None:
+        """Give ``rel`` and the run's sub-folders above it the run's modes (mkstemp makes 0600)."""
+        os.chmod(self.root / rel, FILE_MODE)
+        for folder in Path(rel).parents[:-1]:  # not the run folder itself ("."): see FOLDER_MODE
+            os.chmod(self.root / folder, FOLDER_MODE)
 
     def set_info(self, **info: Any) -> None:
         """Store run-level facts (run id, status, timings) in the manifest."""
@@ -77,6 +104,7 @@ class RunDir:
         data.update(info)
         with atomic_write(self.manifest_path) as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=_json_default)
+        os.chmod(self.manifest_path, FILE_MODE)
 
     def has(self, rel: str) -> bool:
         """Whether ``rel`` is recorded in the manifest and present on disk."""
@@ -90,8 +118,9 @@ class RunDir:
             raise ArtifactError(
                 f"{path}: not recorded in {self.manifest_path.name}; the run is incomplete"
             )
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise ArtifactError(f"{path}: artifact listed in the run manifest is missing")
+        _require_regular_file(path, "artifact")  # hashing /dev/zero or a FIFO never ends
         actual = sha256_file(path)
         if actual != expected:
             raise ArtifactError(
@@ -106,6 +135,23 @@ class RunDir:
         for rel in rels:
             self.verify(rel)
         return rels
+
+    def refuse_output_inside(self, out: str | os.PathLike[str], what: str) -> None:
+        """Refuse an output folder that is this run directory or lies inside it (links resolved).
+
+        Scoring and evaluation read a run and never write into it: their files there would be
+        mistaken for the run's own, and a lock or a partial write would sit among its artifacts.
+
+        Raises:
+            OutputFolderError: naming the folder, the run directory and what to do instead.
+        """
+        real_run = Path(os.path.realpath(self.root))
+        real_out = Path(os.path.realpath(out))
+        if real_out == real_run or real_run in real_out.parents:
+            raise OutputFolderError(
+                f"{out}: the {what} is inside the run directory {self.root}; a run is read, "
+                "never written into: choose a folder outside it"
+            )
 
     # -- writers -------------------------------------------------------------------------------
     def write_json(self, rel: str, obj: Any) -> Path:
@@ -176,7 +222,9 @@ class RunDir:
         path = self.verify(rel)
         try:
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except RecursionError as err:
+            raise ArtifactError(f"{path}: not valid JSON (nested too deeply to read)") from err
+        except (OSError, ValueError) as err:  # ValueError: JSON, or text that is not UTF-8
             raise ArtifactError(f"{path}: not valid JSON ({err})") from err
 
     def read_text(self, rel: str) -> str:

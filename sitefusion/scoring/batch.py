@@ -49,6 +49,7 @@ from rich.text import Text
 from sitefusion.atomic import ensure_writable_folder
 from sitefusion.errors import SiteFusionError
 from sitefusion.methods import FUSION_METHOD_NAMES, LoadedRun
+from sitefusion.rundir import RunDir
 from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
@@ -180,8 +181,10 @@ def score_inputs(
             that is not used for site resolution.
         SiteFusionError: ``out_dir`` holds another run's scores or is being written by another
             batch.
+        OutputFolderError: ``out_dir`` is, or lies inside, the run directory.
     """
     t0 = time.perf_counter()
+    RunDir(Path(run_dir)).refuse_output_inside(out_dir, "output folder")
     out = ensure_writable_folder(out_dir)  # before the run is loaded: a bad --out fails fast
     # Scoring reads the site experts and a fusion head only: the baselines' networks stay unbuilt.
     run = LoadedRun(Path(run_dir), methods=FUSION_METHOD_NAMES.values())

@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from sitefusion.config import Config
-from sitefusion.errors import UnknownChoiceError
+from sitefusion.errors import ManifestError, UnknownChoiceError
 from sitefusion.experts import SiteExpert, build_expert, initial_weights
 from sitefusion.normalization import NormalizerBank
 from sitefusion.rundir import RunDir
@@ -64,6 +64,7 @@ def fit_normalizers(cfg: Config, run: RunDir, data: RunData) -> NormalizerBank:
             if rel.startswith("normalizers/"):
                 run.verify(rel)
         return NormalizerBank.load(run.root / "normalizers")
+    _require_training_images(data)
     bank = NormalizerBank(
         cfg.normalization.kind,
         dict(cfg.normalization.params),
@@ -78,6 +79,30 @@ def fit_normalizers(cfg: Config, run: RunDir, data: RunData) -> NormalizerBank:
     bank.save(run.root / "normalizers")
     _adopt_dir(run, "normalizers")
     return bank
+
+
+def _require_training_images(data: RunData) -> None:
+    """Refuse a site whose training split is empty, naming the manifest, the site and its rows.
+
+    Its normalizer and expert cannot be fitted. Such a site is usually a mistake in the manifest:
+    a site of one or two patients, or a cell with an unquoted comma that shifts the row so that a
+    label or group lands in the site column and makes a site of its own.
+    """
+    for site in data.manifest.sites:
+        if len(data.rows("train", site=site)):
+            continue
+        rows = [r.row for r in data.manifest.records if r.site == site]
+        shown = ("row " if len(rows) == 1 else "rows ") + ", ".join(str(r) for r in rows[:8])
+        shown += " ..." if len(rows) > 8 else ""
+        counts = ", ".join(
+            f"{name} {len(data.rows(name, site=site))}" for name in ("val", "fusion", "test")
+        )
+        raise ManifestError(
+            f"{data.manifest.source}: site {site!r} has no image in the training split "
+            f"({len(rows)} image(s) on {shown}; {counts}); a site needs enough patients or "
+            "lesions for every split. Check those rows: a cell with an unquoted comma shifts "
+            "the columns and makes a new site"
+        )
 
 
 def initial_state(cfg: Config, run: RunDir, num_classes: int) -> dict[str, torch.Tensor]:

@@ -39,6 +39,7 @@ from sitefusion.methods import (
     softmax_rows,
 )
 from sitefusion.reporting import write_report
+from sitefusion.rundir import RunDir
 from sitefusion.training.context import RowInfo, select_head_rows
 from sitefusion.training.features import ExpertFeatures, load_feature_cache
 from sitefusion.training.progress import make_progress
@@ -302,6 +303,7 @@ def evaluate_run(
             compare designs without looking at the test split.
     """
     t0 = time.perf_counter()
+    RunDir(Path(run_dir)).refuse_output_inside(out, "report folder")
     ensure_writable_folder(out, "report folder")  # before anything is predicted
     loaded = LoadedRun(run_dir)
     ecfg = loaded.cfg.evaluation

@@ -158,6 +158,15 @@ def prepare_run(
         image_root=image_root,
         allow_outside_root=cfg.data.allow_outside_root,
     )
+    if manifest.classes_from_labels and console is not None and not run.has("schema.json"):
+        # Without data.classes every label is a class: a misspelt one becomes a class of its own.
+        console.print(
+            f"[yellow]warning:[/] data.classes is not set in {cfg.source_path}: the classes are "
+            f"the {len(manifest.classes)} labels found in {manifest_path}: "
+            f"{', '.join(manifest.classes)}; set data.classes to have any other label refused",
+            highlight=False,
+            soft_wrap=True,
+        )
     if site is not None:
         manifest = only_site(manifest, site)
     if run.has("splits.csv"):
