@@ -136,22 +136,37 @@ class RunDir:
             self.verify(rel)
         return rels
 
-    def refuse_output_inside(self, out: str | os.PathLike[str], what: str) -> None:
+    def refuse_output_inside(
+        self, out: str | os.PathLike[str], what: str, *, report: bool = False
+    ) -> None:
         """Refuse an output folder that is this run directory or lies inside it (links resolved).
 
-        Scoring and evaluation read a run and never write into it: their files there would be
-        mistaken for the run's own, and a lock or a partial write would sit among its artifacts.
+        Scoring reads a run and never writes into it: its files there would be mistaken for the
+        run's own, and a lock or a partial write would sit among its artifacts. An evaluation
+        report (``report=True``) may be a sub-folder of the run, as ``runs/ham/report`` is by
+        convention (the report is about that run, and no artifact is recorded there), but not
+        the run folder itself nor a folder that holds the run's recorded artifacts.
 
         Raises:
             OutputFolderError: naming the folder, the run directory and what to do instead.
         """
         real_run = Path(os.path.realpath(self.root))
         real_out = Path(os.path.realpath(out))
-        if real_out == real_run or real_run in real_out.parents:
+        if real_out != real_run and real_run not in real_out.parents:
+            return
+        if report and real_out != real_run:
+            first = real_out.relative_to(real_run).parts[0]
+            owned = {Path(rel).parts[0] for rel in self.read_manifest()["artifacts"]}
+            if first not in owned:
+                return
             raise OutputFolderError(
-                f"{out}: the {what} is inside the run directory {self.root}; a run is read, "
-                "never written into: choose a folder outside it"
+                f"{out}: the {what} would be written among the run's own artifacts "
+                f"({self.root / first}); use a folder of its own, such as {self.root / 'report'}"
             )
+        raise OutputFolderError(
+            f"{out}: the {what} is inside the run directory {self.root}; a run is read, "
+            "never written into: choose a folder outside it"
+        )
 
     # -- writers -------------------------------------------------------------------------------
     def write_json(self, rel: str, obj: Any) -> Path:

@@ -303,7 +303,7 @@ def evaluate_run(
             compare designs without looking at the test split.
     """
     t0 = time.perf_counter()
-    RunDir(Path(run_dir)).refuse_output_inside(out, "report folder")
+    RunDir(Path(run_dir)).refuse_output_inside(out, "report folder", report=True)
     ensure_writable_folder(out, "report folder")  # before anything is predicted
     loaded = LoadedRun(run_dir)
     ecfg = loaded.cfg.evaluation

@@ -80,18 +80,28 @@ def test_an_empty_config_file_is_refused(tmp_path: Path) -> None:
         one_line_failure(result, str(empty), "empty")
 
 
-def test_score_or_evaluate_out_inside_the_run_is_refused(tmp_path: Path) -> None:
+def test_score_out_inside_the_run_and_evaluate_out_among_its_artifacts_are_refused(
+    tmp_path: Path,
+) -> None:
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text('{"version": 1, "artifacts": {}}')
+    (run / "experts").mkdir(parents=True)
+    (run / "experts" / "a.json").write_text("{}")
+    digest = "0" * 64
+    (run / "manifest.json").write_text(
+        '{"version": 1, "artifacts": {"experts/a.json": "' + digest + '"}}'
+    )
     image = tmp_path / "x.png"
     image.write_bytes(b"")
     for out in (run, run / "scores", run / "." / "sub" / ".."):
-        for command in (["score", str(run), str(image)], ["evaluate", str(run)]):
-            result = runner.invoke(app, [*command, "--out", str(out)])
-            one_line_failure(result, "inside the run directory", str(run))
-            assert not (run / "scores").exists()
-    assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]
+        result = runner.invoke(app, ["score", str(run), str(image), "--out", str(out)])
+        one_line_failure(result, "inside the run directory", str(run))
+        assert not (run / "scores").exists()
+    for out in (run, run / "." / "sub" / ".."):
+        result = runner.invoke(app, ["evaluate", str(run), "--out", str(out)])
+        one_line_failure(result, "inside the run directory", str(run))
+    result = runner.invoke(app, ["evaluate", str(run), "--out", str(run / "experts" / "r")])
+    one_line_failure(result, "among the run's own artifacts", str(run / "experts"))
+    assert sorted(p.name for p in run.iterdir()) == ["experts", "manifest.json"]
 
 
 def test_federate_reports_an_unreachable_superlink(tmp_path: Path) -> None:

@@ -116,3 +116,15 @@ def test_an_output_folder_inside_the_run_is_refused(tmp_path: Path, inner: str) 
         run.refuse_output_inside(link / "x", "output folder")
     run.refuse_output_inside(tmp_path / "elsewhere", "output folder")
     run.refuse_output_inside(tmp_path / "run2", "output folder")  # a sibling with the same prefix
+
+
+def test_a_report_may_be_a_folder_of_its_own_inside_the_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.write_json("fusion/fusion.json", {})
+    run.refuse_output_inside(run.root / "report", "report folder", report=True)
+    with pytest.raises(OutputFolderError, match="inside the run directory"):
+        run.refuse_output_inside(run.root, "report folder", report=True)
+    with pytest.raises(OutputFolderError, match="among the run's own artifacts"):
+        run.refuse_output_inside(run.root / "fusion" / "r", "report folder", report=True)
+    with pytest.raises(OutputFolderError, match="inside the run directory"):
+        run.refuse_output_inside(run.root / "report", "output folder")  # scoring: never
