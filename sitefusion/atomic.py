@@ -28,9 +28,13 @@ __all__ = [
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` (text mode is UTF-8 with ``\\n`` newlines); on success
-    it replaces ``path`` in one step, on failure it is removed. Parent folders are created."""
+    it replaces ``path`` in one step, on failure it is removed. Parent folders are created.
+    ``durable``: flush the file to disk before the rename (off only for files that are cheap to
+    make again and that a reader checks, such as the review page's thumbnails)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -41,7 +45,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         ) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,9 +60,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` atomically; returns the path."""
-    with atomic_write(path, "wb") as fh:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` atomically (``durable``: see :func:`atomic_write`); returns the path."""
+    with atomic_write(path, "wb", durable=durable) as fh:
         fh.write(data)
     return Path(path)
 

@@ -197,7 +197,9 @@ def score_inputs(
     if size < 1:
         raise SiteFusionError(f"batch_size is {size}; expected a positive integer")
     columns = score_columns(run.classes, run.expert_sites)
-    reader = ItemReader(run=run, site=site, site_map=site_map, convert_colour=convert_colour)
+    reader = ItemReader(
+        run=run, site=site, site_map=site_map, convert_colour=convert_colour, out=out
+    )
     scorer = BatchScorer(run=run, method=method, ood=ood, out=out, explain=explain)
     reports = SeriesReports(run=run, method=method, out=out, sr_patient=sr_patient)
 

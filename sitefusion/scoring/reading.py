@@ -12,7 +12,9 @@ which becomes its row.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from sitefusion.io.raster import raster_channels
 from sitefusion.methods import LoadedRun
 from sitefusion.normalization import NormalizedImage
 from sitefusion.scoring.discovery import ScoreItem, valid_uid
+from sitefusion.scoring.review import write_thumbnail
 from sitefusion.scoring.site_resolution import SiteResolution, resolve_site
 
 __all__ = ["ItemReader", "LoadedItem", "fit_problem", "init_reader_thread", "read_item"]
@@ -101,6 +104,9 @@ class ItemReader:
     site: str | None
     site_map: Any
     convert_colour: bool
+    #: Where the review page's thumbnails go (``None``: none are written). They are made here,
+    #: in the reader threads, rather than beside the networks, which they would slow down.
+    out: Path | None = None
 
     def _check_header(self, item: ScoreItem) -> None:
         """A raster whose header states channels the run cannot take is refused before its
@@ -149,6 +155,11 @@ class ItemReader:
             )
         if result.array is not None and result.error is None:
             self._normalize(result, result.array)
+        if result.array is not None and self.out is not None:
+            # The review page shows each image as it was scored; on failure it shows "no
+            # image", and the score is unaffected.
+            with contextlib.suppress(Exception):
+                write_thumbnail(self.out, item.item_id, result.array)
         return result
 
     def _normalize(self, result: LoadedItem, array: np.ndarray) -> None:

@@ -37,7 +37,7 @@ _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 def thumbnail_png(array: np.ndarray) -> bytes:
     """A PNG of a conformed image ``[C, *S]``: the middle slice of a volume, grey or RGB,
-    scaled to 0-255 between its 1st and 99th percentiles, longest side :data:`_THUMB`."""
+    scaled to 0-255 between its 1st and 99th percentiles, longest side at most :data:`_THUMB`."""
     a = np.asarray(array, dtype=np.float64)
     while a.ndim > 3:  # a volume [C, D, H, W]: its middle slice
         a = a[:, a.shape[1] // 2]
@@ -51,24 +51,32 @@ def thumbnail_png(array: np.ndarray) -> bytes:
         if pixels.shape[0] != 3
         else Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB")
     )
+    # An image as small as the page's thumbnail box travels at its own size and the page
+    # scales it up without smoothing (the pixels the model saw stay visible as pixels); a
+    # larger one is shrunk. Fast PNG compression: the thumbnails are written while scoring.
     factor = _THUMB / max(image.size)
-    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-    # Nearest for small images: the pixels the model saw stay visible as pixels.
-    resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS
+    if factor < 1:
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.resize(size, resample).save(buffer, "PNG")
+    image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
 
 
 def write_thumbnail(out: Path, item_id: str, array: np.ndarray) -> Path:
-    """Write ``thumbs/<item_id>.png`` in ``out`` atomically; returns its path."""
-    return publish(write_bytes_atomic(out / "thumbs" / f"{item_id}.png", thumbnail_png(array)))
+    """Write ``thumbs/<item_id>.png`` in ``out`` atomically (not flushed to disk one by one: a
+    thumbnail a crash left empty is shown as missing, never as a broken picture); returns its
+    path."""
+    path = out / "thumbs" / f"{item_id}.png"
+    return publish(write_bytes_atomic(path, thumbnail_png(array), durable=False))
 
 
 def _inline(path: Path) -> str | None:
     try:
         data = path.read_bytes()
     except OSError:
+        return None
+    if not data:  # a thumbnail a crash cut short
         return None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 

@@ -13,7 +13,6 @@ explanation. An item the models refuse fails alone: the batch is retried item by
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -32,7 +31,6 @@ from sitefusion.scoring.explain import GradCamExplainer
 from sitefusion.scoring.outputs import printable
 from sitefusion.scoring.reading import LoadedItem
 from sitefusion.scoring.redaction import Redactor
-from sitefusion.scoring.review import write_thumbnail
 from sitefusion.scoring.site_resolution import SiteResolution
 
 __all__ = ["BatchScorer", "explanation_key", "redact_stored_row"]
@@ -150,10 +148,6 @@ class BatchScorer:
     ) -> None:
         """Predict the readable items of one batch and hand every item's row to ``finished``."""
         ready = [b for b in batch if b.array is not None]
-        for b in ready:  # the review page shows each image as it was scored
-            # On failure the page shows "no image"; the score is unaffected.
-            with contextlib.suppress(Exception):
-                write_thumbnail(self.out, b.item.item_id, b.array)  # type: ignore[arg-type]
         for b in batch:
             if b.array is None:
                 finished(self._row(b, keys[b.item.item_id]))

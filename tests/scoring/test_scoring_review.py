@@ -93,7 +93,7 @@ def test_a_thumbnail_shows_the_image_as_scored() -> None:
 
     ramp = np.tile(np.arange(24, dtype=np.float32), (24, 1))[None]
     with Image.open(BytesIO(thumbnail_png(ramp))) as image:
-        assert image.size == (128, 128)
+        assert image.size == (24, 24)  # its own size: the page scales it up, pixelated
         pixels = np.asarray(image)
     assert pixels[0, 0] == 0 and pixels[0, -1] == 255  # stretched, left to right
     volume = np.zeros((1, 5, 24, 24), np.float32)
