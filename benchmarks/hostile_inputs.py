@@ -891,21 +891,21 @@ def check_issue31_hangs(run: Path, work: Path, image: Path) -> list[Outcome]:
 
 
 def check_issue31_outputs(run: Path, work: Path, image: Path) -> list[Outcome]:
-    """Class 5: an output folder that is, or lies inside, the run directory."""
+    """Class 5: an output folder that is, or lies inside, the run directory (``score``), or
+    that is the run folder or one of its artifact folders (``evaluate``, whose report may be a
+    folder of its own inside the run, ``runs/ham/report``)."""
     copy = _run_copy(run, work, "out_in_run")
     before = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
     out = []
-    for target in (copy, copy / "scores"):
-        for command in (["score", str(copy), str(image)], ["evaluate", str(copy)]):
-            code, output, _ = cli(*command, "--out", str(target))
-            out.append(
-                _case(
-                    f"{command[0]}: --out {target.relative_to(work)}",
-                    code,
-                    output,
-                    "inside the run directory",
-                )
-            )
+    cases = [
+        (["score", str(copy), str(image)], copy, "inside the run directory"),
+        (["score", str(copy), str(image)], copy / "scores", "inside the run directory"),
+        (["evaluate", str(copy)], copy, "inside the run directory"),
+        (["evaluate", str(copy)], copy / "experts" / "report", "among the run's own artifacts"),
+    ]
+    for command, target, expected in cases:
+        code, output, _ = cli(*command, "--out", str(target))
+        out.append(_case(f"{command[0]}: --out {target.relative_to(work)}", code, output, expected))
     after = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
     out.append(Outcome("nothing was written into the run", before == after, "run changed"))
     return out
