@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from sitefusion.cli.options import ExplainOpt, ScoreSiteOpt, SrPatientOpt
 from sitefusion.errors import SiteFusionError
 
 __all__ = ["listen_cmd"]
@@ -56,17 +57,9 @@ def listen_cmd(
         typer.Option("--quiet-seconds", help="Score a series once nothing arrived for this long."),
     ] = 10.0,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "0.0.0.0",
-    site: Annotated[
-        str | None,
-        typer.Option("--site", help="Site of every input (default: from DICOM tags, else unseen)."),
-    ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Write a Grad-CAM overlay and weight chart per item.")
-    ] = False,
-    sr_patient: Annotated[
-        str,
-        typer.Option("--sr-patient", help="Patient module of each SR: 'source' or 'blank'."),
-    ] = "source",
+    site: ScoreSiteOpt = None,
+    explain: ExplainOpt = False,
+    sr_patient: SrPatientOpt = "source",
 ) -> None:
     """Receive studies by DICOM C-STORE, score each series once complete, send the SRs back."""
     # lazy: keeps --help fast (pynetdicom, torch)

@@ -24,6 +24,7 @@ from sitefusion.cli.dicomweb import (
     score_from_dicomweb,
 )
 from sitefusion.cli.listen import listen_cmd
+from sitefusion.cli.options import ExplainOpt, ScoreSiteOpt, SrPatientOpt
 from sitefusion.cli.publish import card_cmd, export_cmd
 from sitefusion.config import Config, config_to_dict, federated_config, load_config
 from sitefusion.errors import SiteFusionError
@@ -196,25 +197,13 @@ def score_cmd(
             help="Image files and folders (walked recursively): DICOM, NIfTI, PNG/JPEG."
         ),
     ] = None,
-    site: Annotated[
-        str | None,
-        typer.Option("--site", help="Site of every input (default: from DICOM tags, else unseen)."),
-    ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Write a Grad-CAM overlay and weight chart per item.")
-    ] = False,
+    site: ScoreSiteOpt = None,
+    explain: ExplainOpt = False,
     convert_colour: Annotated[
         bool,
         typer.Option("--convert-colour", help="Convert grey <-> RGB to the run's channel count."),
     ] = False,
-    sr_patient: Annotated[
-        str,
-        typer.Option(
-            "--sr-patient",
-            help="Patient module of each DICOM SR: 'source' (the images' own, for their "
-            "archive) or 'blank' (for SRs that leave the hospital).",
-        ),
-    ] = "source",
+    sr_patient: SrPatientOpt = "source",
     dicomweb: DicomwebOpt = None,
     study: StudyOpt = None,
     qido: QidoOpt = None,
