@@ -55,6 +55,15 @@ def _load() -> str:
     return f"load {one:.2f} (5 min {five:.2f})"
 
 
+def _settle(limit: float = 0.5, wait: float = 300.0) -> str:
+    """Wait (at most ``wait`` seconds) until the 1-minute load is below ``limit``, so that the
+    second path is not timed under the load the first one left; returns the load it starts at."""
+    deadline = time.monotonic() + wait
+    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
+        time.sleep(5)
+    return _load()
+
+
 def _idle_readers() -> None:
     """Make the scorer's reader threads SCHED_IDLE (Linux; the diagnostic of the docstring)."""
     import sitefusion.scoring.batch as batch
@@ -120,13 +129,13 @@ def main() -> None:
     with torch.inference_mode():
         bare_batch(torch.from_numpy(x[:size]))  # warm-up: oneDNN builds its kernels once
 
-    load_end = _load()
+    load_end = _settle()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = score_inputs(args.run, files, Path(tmp) / "out", batch_size=size)
         t_end = time.perf_counter() - t0
 
-    load_bare = _load()
+    load_bare = _settle()
     with torch.inference_mode():
         t0 = time.perf_counter()
         for i in range(0, len(x), size):
