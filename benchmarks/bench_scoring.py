@@ -14,20 +14,22 @@ networks and the same batch size (the run's ``scoring.batch_size`` unless ``--ba
   where the run has them (``runs/demo``; not HAM10000's), and the fusion head on each batch.
 
 The ratio of images per second (end to end / bare) is what the scorer keeps of the raw compute
-(issue 30 asks for 0.9). Both paths run after one warm-up batch, on files the page cache holds.
-Wall-clock numbers depend on the machine's load: the load average is printed before each path;
-time on an idle machine.
+(issue 30 asks for 0.9). Both paths run after one warm-up batch, on files the page cache holds,
+``--reps`` times each, alternately (score, bare, score, bare, ...) in one process: the speed of
+the same loop varies by up to a third from one process to the next on this machine, so only
+paths timed side by side are compared; the ratio is that of the medians. Before each path the
+script waits for the 1-minute load average to fall below 0.5 and prints it; it also prints each
+path's CPU seconds (user, system) and minor page faults.
 
-Diagnostic: ``--readers idle`` runs the scorer's reader threads under Linux's ``SCHED_IDLE``
-policy (only on CPU time nothing else wants). On 2 cores the networks' 2 OpenMP threads meet at
-a barrier after every operation, so a reader thread that takes a core from one of them can
-stall both; if ``idle`` scores much faster than ``default`` on an idle machine, that contention
-is what is left of the gap. It is not an option of ``sitefusion score``: idle-class readers
-would starve while any other job keeps the cores busy.
+``--threads`` sets torch's thread count for both paths (default: all cores). With fewer threads
+than cores the scorer reads the next batch on the spare cores while the networks run
+(``reading_plan`` in :mod:`sitefusion.scoring.batch`); with none spare it reads each batch
+before its networks, with every core.
 
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/bench_scoring.py runs/ham --images ../shared/data/ham10000/images --n 2048
+    .venv/bin/python benchmarks/bench_scoring.py runs/ham --images ../shared/data/ham10000/images --n 2048 --threads 1
     .venv/bin/python benchmarks/bench_scoring.py runs/demo --images runs/demo/data/images --n 512
 """
 
@@ -35,8 +37,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +49,7 @@ import torch
 
 from sitefusion.methods import FUSION_METHOD_NAMES, LoadedRun
 from sitefusion.scoring import score_inputs
+from sitefusion.scoring.batch import reading_plan
 from sitefusion.scoring.discovery import discover_items
 from sitefusion.scoring.reading import ItemReader
 
@@ -64,21 +70,6 @@ def _settle(limit: float = 0.5, wait: float = 300.0) -> str:
     return _load()
 
 
-def _idle_readers() -> None:
-    """Make the scorer's reader threads SCHED_IDLE (Linux; the diagnostic of the docstring)."""
-    import sitefusion.scoring.batch as batch
-
-    if not hasattr(os, "SCHED_IDLE"):
-        raise SystemExit("--readers idle needs Linux's SCHED_IDLE")
-    plain = batch.init_reader_thread
-
-    def idle_reader() -> None:
-        plain()
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-
-    batch.init_reader_thread = idle_reader
-
-
 def _images(root: Path, n: int) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
     if len(files) < n:
@@ -86,19 +77,31 @@ def _images(root: Path, n: int) -> list[Path]:
     return files[:n]
 
 
+def _timed(path: Callable[[], object]) -> tuple[float, str]:
+    """Run ``path`` once after the machine settles: seconds, and what it cost besides."""
+    before = _settle()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    path()
+    seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cost = (
+        f"{before}; CPU {r1.ru_utime - r0.ru_utime:.1f} s user, "
+        f"{r1.ru_stime - r0.ru_stime:.1f} s system; {r1.ru_minflt - r0.ru_minflt} page faults"
+    )
+    return seconds, cost
+
+
 def main() -> None:
-    """Time both paths and print a Markdown table."""
+    """Time both paths alternately and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("--images", type=Path, required=True, help="folder of image files")
     parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (all cores)")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--readers", choices=("default", "idle"), default="default")
+    parser.add_argument("--reps", type=int, default=2, help="timings of each path")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.readers == "idle":
-        _idle_readers()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     files = _images(args.images, args.n)
 
     t0 = time.perf_counter()
@@ -126,42 +129,53 @@ def main() -> None:
         own = outs[len(loaded.experts) :] or outs  # the head reads the copies where it has them
         head(torch.stack([z for z, _ in own], 1), torch.stack([lg for _, lg in own], 1))
 
+    def bare() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(x), size):
+                bare_batch(torch.from_numpy(x[i : i + size]))
+
+    summaries = []
+
+    def end_to_end() -> None:
+        with tempfile.TemporaryDirectory(dir=args.run.parent) as tmp:
+            summaries.append(score_inputs(args.run, files, Path(tmp) / "out", batch_size=size))
+
     with torch.inference_mode():
         bare_batch(torch.from_numpy(x[:size]))  # warm-up: oneDNN builds its kernels once
 
-    load_end = _settle()
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        summary = score_inputs(args.run, files, Path(tmp) / "out", batch_size=size)
-        t_end = time.perf_counter() - t0
+    rows: list[tuple[str, float, str]] = []
+    for rep in range(args.reps):
+        for name, path in (("sitefusion score, end to end", end_to_end), ("bare", bare)):
+            seconds, cost = _timed(path)
+            rows.append((name, seconds, cost))
+            print(f"rep {rep + 1} {name}: {args.n / seconds:.0f} images/s ({cost})", flush=True)
 
-    load_bare = _settle()
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        for i in range(0, len(x), size):
-            bare_batch(torch.from_numpy(x[i : i + size]))
-        t_bare = time.perf_counter() - t0
-
+    plan = reading_plan(2, loaded.device)  # score_inputs' default workers
     c, shape = loaded.channels, "x".join(map(str, loaded.spatial_size))
+    summary = summaries[-1]
     print(
-        f"run {args.run} ({summary.method}, {len(loaded.experts)} site experts"
+        f"\nrun {args.run} ({summary.method}, {len(loaded.experts)} site experts"
         f"{f' + {len(fusion.networks)} fine-tuned copies' if fusion.networks else ''}, "
         f"{c}x{shape}), {args.n} images from {args.images}, batch {size}, "
-        f"threads {args.threads}, reader threads {args.readers}\n"
+        f"torch threads {torch.get_num_threads()} of {os.cpu_count()} cores, "
+        f"reading: {plan.threads} thread(s), {'ahead of' if plan.ahead else 'before'} "
+        f"the networks; {summary.ok} ok, {summary.errors} errors\n"
     )
-    print("| path | seconds | images/s | before |")
-    print("| --- | ---: | ---: | --- |")
+    print("| path | images/s, each run | median | before each run |")
+    print("| --- | --- | ---: | --- |")
+    medians = {}
+    for name in ("sitefusion score, end to end", "bare"):
+        speeds = [args.n / sec for n, sec, _ in rows if n == name]
+        medians[name] = statistics.median(speeds)
+        costs = " / ".join(cost for n, _, cost in rows if n == name)
+        shown = "bare forward passes, normalized tensors in memory" if name == "bare" else name
+        print(
+            f"| {shown} | {', '.join(f'{v:.0f}' for v in speeds)} | {medians[name]:.0f} | {costs} |"
+        )
+    ratio = medians["sitefusion score, end to end"] / medians["bare"]
+    print(f"\nratio of the medians, end to end / bare: {ratio:.2f}  (now: {_load()})")
     print(
-        f"| sitefusion score, end to end ({summary.ok} ok, {summary.errors} errors) | "
-        f"{t_end:.2f} | {args.n / t_end:.0f} | {load_end} |"
-    )
-    print(
-        f"| bare forward passes, normalized tensors in memory | {t_bare:.2f} | "
-        f"{args.n / t_bare:.0f} | {load_bare} |"
-    )
-    print(f"\nratio end-to-end / bare throughput: {t_bare / t_end:.2f}  (now: {_load()})")
-    print(
-        f"for reference, outside both timings: loading the run {t_load:.2f} s; reading, "
+        f"for reference, outside the timings: loading the run {t_load:.2f} s; reading, "
         f"decoding and normalizing the images in one thread {args.n / t_read:.0f} images/s"
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sitefusion.errors import ImageReadError
@@ -17,7 +18,12 @@ from sitefusion.io.types import ImageData
 __all__ = ["read_image"]
 
 
-def read_image(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    on_raster_header: Callable[[int], None] | None = None,
+) -> ImageData:
     """Read a DICOM file, a DICOM series folder, a NIfTI file or a raster image.
 
     A folder is read as one DICOM series (:func:`~sitefusion.io.read_dicom_series`); a file's
@@ -26,7 +32,8 @@ def read_image(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
     Returns:
         ``ImageData``: float32 ``array`` ``[C, H, W]`` or ``[C, D, H, W]`` plus JSON-safe
         ``metadata`` (never patient identifiers). An image whose header describes more than
-        ``max_elements`` values is refused before it is decoded.
+        ``max_elements`` values is refused before it is decoded. ``on_raster_header``: see
+        :func:`~sitefusion.io.raster.read_raster` (``on_header``; rasters only).
 
     Raises:
         ImageReadError: for every failure, with the path and a one-line cause; the underlying
@@ -41,7 +48,7 @@ def read_image(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS
             return read_dicom(p, max_elements=max_elements)
         if kind == "nifti":
             return read_nifti(p, max_elements=max_elements)
-        return read_raster(p, max_elements=max_elements)
+        return read_raster(p, max_elements=max_elements, on_header=on_raster_header)
     except ImageReadError:
         raise
     except Exception as err:  # last line of defence: a reader let a library error through

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from sitefusion.io.files import MAX_ELEMENTS, check_size
 from sitefusion.io.formats import require_file
 from sitefusion.io.types import ImageData, build_image
 
-__all__ = ["raster_channels", "read_raster"]
+__all__ = ["read_raster"]
 
 # Modes whose values are already grey levels; 16/32-bit and float ones keep their range.
 _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
@@ -21,7 +22,12 @@ _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 _TO_GREY = ("1", "LA", "La")
 
 
-def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENTS) -> ImageData:
+def read_raster(
+    path: str | os.PathLike[str],
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    on_header: Callable[[int], None] | None = None,
+) -> ImageData:
     """Read a raster image with Pillow.
 
     The size and colour mode in the header are checked before any pixel is decoded: an image of
@@ -33,6 +39,10 @@ def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENT
     RGBA, palette (P/PA), CMYK, YCbCr -> RGB ``[3, H, W]`` with alpha dropped; LA/1 -> grey.
     The EXIF orientation of photographs is applied. For multi-picture JPEGs (MPO) the primary
     picture is read; other multi-frame files (animated GIF, TIFF stacks) are refused.
+    ``on_header`` is called with the channels the result will have (1 or 3) once the header is
+    read and before any pixel is decoded: a caller that cannot use them raises there (an
+    ``ImageReadError`` passes through unchanged), so a photograph of the wrong kind is never
+    decoded.
 
     Returns:
         ``ImageData`` with ``metadata`` ``path``, ``format`` (``"png"``, ``"jpeg"``, ``"tiff"``,
@@ -56,6 +66,8 @@ def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENT
                     f"unsupported dimensionality: multi-frame {fmt.upper()} with {frames} frames",
                 )
             mode = opened.mode
+            if on_header is not None:
+                on_header(_channels(mode))
             reduced = _fit_header(opened, fmt, mode, p, max_elements)
             opened.load()
             ImageOps.exif_transpose(opened, in_place=True)  # no copy of a large image
@@ -80,25 +92,16 @@ def read_raster(path: str | os.PathLike[str], *, max_elements: int = MAX_ELEMENT
     return build_image(p, array, metadata)
 
 
-def raster_channels(path: str | os.PathLike[str]) -> int | None:
-    """The channels :func:`read_raster` would return for ``path`` (1 grey, 3 colour), from
-    its header alone; ``None`` when Pillow does not open it as a single-frame image."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as opened:
-            if int(getattr(opened, "n_frames", 1)) > 1 and opened.format != "MPO":
-                return None  # refused by read_raster with its own reason
-            return 1 if opened.mode in (*_GREY_MODES, *_TO_GREY) else 3
-    except Exception:  # not a raster Pillow opens: the reader says why
-        return None
+def _channels(mode: str) -> int:
+    """The channels :func:`read_raster` returns for a Pillow mode: 1 (grey) or 3 (colour)."""
+    return 1 if mode in (*_GREY_MODES, *_TO_GREY) else 3
 
 
 def _fit_header(image: Any, fmt: str, mode: str, path: Path, max_elements: int) -> int:
     """Check the header's size before decoding; a JPEG too large is set to decode at a
     reduced scale (``Image.draft``). Returns the reduction factor (1: none)."""
     width, height = image.size
-    channels = 1 if mode in (*_GREY_MODES, *_TO_GREY) else 3
+    channels = _channels(mode)
     # Pillow decodes every band of the file's mode before the conversion to grey or RGB.
     per_pixel = max(channels, len(image.getbands()))
     if width * height * per_pixel <= max_elements or fmt != "jpeg":

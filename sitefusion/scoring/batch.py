@@ -6,9 +6,10 @@ progress display and the summary):
 1. load the run (hash-checked) and fit the out-of-distribution reference (:mod:`.ood`);
 2. discover items (:mod:`.discovery`): files, DICOM instances or series, each with a content hash;
 3. skip items already scored with the same content, run and options (:mod:`.outputs`);
-4. read, conform and site-normalize the next batch in a thread pool while the current batch is
-   predicted (:mod:`.reading`); each image passes once through each expert
-   (:meth:`LoadedRun.predict`, inference mode);
+4. read, conform and site-normalize each batch in a thread pool (:mod:`.reading`): the next
+   batch while the current one is predicted where the machine has cores the networks do not
+   use (or the networks run on a GPU), else before it with every core (:func:`reading_plan`);
+   each image passes once through each expert (:meth:`LoadedRun.predict`, inference mode);
 5. per item: fused probabilities and expert weights, OOD distance, optional Grad-CAM
    (:mod:`.rows`, :mod:`.explain`); the row is journaled (flushed) as soon as the item is done,
    and the journal fsynced after every batch (in the background, while the next batch runs);
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -48,6 +50,7 @@ from rich.text import Text
 
 from sitefusion.atomic import ensure_writable_folder
 from sitefusion.errors import SiteFusionError
+from sitefusion.memory import keep_freed_memory
 from sitefusion.methods import FUSION_METHOD_NAMES, LoadedRun
 from sitefusion.rundir import RunDir
 from sitefusion.scoring.discovery import ScoreItem, discover_items
@@ -121,6 +124,42 @@ def _progress(console: Console | None) -> Progress:
     )
 
 
+@dataclass(frozen=True)
+class ReadingPlan:
+    """How a batch's images are read: ``threads`` reader threads, and whether the next batch
+    is read while the current one is predicted (``ahead``) or before it."""
+
+    threads: int
+    ahead: bool
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def reading_plan(workers: int, device: torch.device, cores: int | None = None) -> ReadingPlan:
+    """Read ahead only on cores the networks leave free.
+
+    On the CPU the networks run an OpenMP team of ``torch.get_num_threads()`` threads that meet
+    at a barrier after every operation: a reader thread that takes a core from one of them
+    stalls the whole team, and the networks slowed down more than the reading gained (2 cores,
+    HAM10000: reading ahead 61 images/s, reading before each batch 71; docs/benchmarks.md).
+    So with no spare core the batch is read first, by ``workers`` threads, while the networks
+    wait; with spare cores (or the networks on a GPU) the next batch is read ahead by at most
+    that many threads.
+    """
+    workers = max(1, workers)
+    if device.type != "cpu":
+        return ReadingPlan(workers, ahead=True)
+    spare = (cores if cores is not None else _cores()) - torch.get_num_threads()
+    if spare < 1:
+        return ReadingPlan(workers, ahead=False)
+    return ReadingPlan(min(workers, spare), ahead=True)
+
+
 def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, explain: bool) -> str:
     blob = json.dumps(
         [SCORER_VERSION, item.content_sha256, run_id, site, convert, explain], sort_keys=True
@@ -166,7 +205,7 @@ def score_inputs(
         explain: also write a Grad-CAM overlay and an expert-weight chart per scored item.
         convert_colour: convert grey <-> RGB to the run's channel count instead of refusing.
         console: where the progress bar goes (``None``: silent).
-        workers: reader threads.
+        workers: reader threads (at most; :func:`reading_plan`).
         batch_size: images per expert forward pass (default: the run's ``scoring.batch_size``).
         sr_patient: ``"source"`` (default) gives each SR the source's patient module, as the
             archive the images came from files it; ``"blank"`` for SRs that leave the
@@ -184,6 +223,7 @@ def score_inputs(
         OutputFolderError: ``out_dir`` is, or lies inside, the run directory.
     """
     t0 = time.perf_counter()
+    keep_freed_memory()  # the batch loop reuses its large blocks instead of faulting them in
     RunDir(Path(run_dir)).refuse_output_inside(out_dir, "output folder")
     out = ensure_writable_folder(out_dir)  # before the run is loaded: a bad --out fails fast
     # Scoring reads the site experts and a fusion head only: the baselines' networks stay unbuilt.
@@ -202,12 +242,13 @@ def score_inputs(
     )
     scorer = BatchScorer(run=run, method=method, ood=ood, out=out, explain=explain)
     reports = SeriesReports(run=run, method=method, out=out, sr_patient=sr_patient)
+    plan = reading_plan(workers, run.device)
 
     with (
         warnings.catch_warnings(),
         ScoreStore(out, run_id=run.run_id, run_dir=str(run.root), columns=columns) as store,
         _progress(console) as progress,
-        ThreadPoolExecutor(max_workers=max(1, workers), initializer=init_reader_thread) as pool,
+        ThreadPoolExecutor(max_workers=plan.threads, initializer=init_reader_thread) as pool,
     ):
         # Library warnings can quote header values; scoring reports problems as rows instead.
         warnings.simplefilter("ignore")
@@ -250,15 +291,17 @@ def score_inputs(
         def submit(chunk: list[ScoreItem]) -> list[Future[LoadedItem]]:
             return [pool.submit(reader.load, it) for it in chunk]
 
-        # The next batch is read while the current one is predicted.
         upcoming = submit(chunks[0]) if chunks else []
         try:
             for index in range(len(chunks)):
                 current = upcoming
-                upcoming = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
+                after = chunks[index + 1] if index + 1 < len(chunks) else []
+                upcoming = submit(after) if plan.ahead else []
                 loaded = [f.result() for f in current]
                 scorer.score_batch(loaded, size, keys, finished)
                 store.sync_in_background()  # overlaps the next batch; close() waits for it
+                if not plan.ahead:
+                    upcoming = submit(after)
         finally:  # interrupted: do not wait for reads nobody will score
             for future in upcoming:
                 future.cancel()

@@ -13,6 +13,7 @@ which becomes its row.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from sitefusion.data import conform
 from sitefusion.data.images import check_channels
 from sitefusion.errors import ImageReadError
 from sitefusion.io import read_dicom, read_dicom_series, read_image
-from sitefusion.io.raster import raster_channels
 from sitefusion.methods import LoadedRun
 from sitefusion.normalization import NormalizedImage
 from sitefusion.scoring.discovery import ScoreItem, valid_uid
@@ -87,13 +87,16 @@ def init_reader_thread() -> None:
         torch.set_num_threads(1)
 
 
-def read_item(item: ScoreItem, max_elements: int) -> Any:
-    """The image of one item (a file, a DICOM instance or series), read within ``max_elements``."""
+def read_item(
+    item: ScoreItem, max_elements: int, on_raster_header: Callable[[int], None] | None = None
+) -> Any:
+    """The image of one item (a file, a DICOM instance or series), read within ``max_elements``;
+    ``on_raster_header`` as :func:`~sitefusion.io.read_image` takes it."""
     if item.kind == "dicom-instance":
         return read_dicom(item.files[0], max_elements=max_elements)
     if item.kind == "dicom-series":
         return read_dicom_series(list(item.files), max_elements=max_elements)
-    return read_image(item.files[0], max_elements=max_elements)
+    return read_image(item.files[0], max_elements=max_elements, on_raster_header=on_raster_header)
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,16 @@ class ItemReader:
     #: in the reader threads, rather than beside the networks, which they would slow down.
     out: Path | None = None
 
-    def _check_header(self, item: ScoreItem) -> None:
+    def _check_header(self, item: ScoreItem) -> Callable[[int], None] | None:
         """A raster whose header states channels the run cannot take is refused before its
         pixels are decoded (a photograph can be large). Other formats: checked after reading."""
         if item.kind != "file" or self.convert_colour or len(self.run.spatial_size) != 2:
-            return
-        found = raster_channels(item.files[0])
-        if found is not None:
+            return None
+
+        def check(found: int) -> None:
             check_channels(found, self.run.channels, path=item.input)
+
+        return check
 
     def load(self, item: ScoreItem) -> LoadedItem:
         """Read, check and conform one item; never raises."""
@@ -126,8 +131,7 @@ class ItemReader:
             result.error = item.error
             return result
         try:
-            self._check_header(item)
-            image = read_item(item, self.run.cfg.scoring.max_elements)
+            image = read_item(item, self.run.cfg.scoring.max_elements, self._check_header(item))
             meta = image.metadata
             result.study_uid = valid_uid(meta.get("StudyInstanceUID")) or item.study_uid
             result.series_uid = valid_uid(meta.get("SeriesInstanceUID")) or item.series_uid
