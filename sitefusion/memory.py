@@ -5,10 +5,12 @@ blocks are freed) with a fresh ``mmap`` and gives it back with ``munmap``; it al
 free top of each heap to the system once it passes the trim threshold. A scoring batch
 allocates and frees the same large arrays over and over (decoded images, their float copies,
 the networks' activations), in several threads, each with its own arena: every fresh mapping
-is faulted in again page by page. Profiled on 1024 HAM10000 images, ``sitefusion score`` took
-about 1.4 million minor page faults (5,000 a second of wall time, 15-30 % of it spent in the
-kernel in a virtual machine); with the thresholds fixed as below, about 30,000, at the same
-peak resident memory (docs/benchmarks.md, "Batch scoring").
+is faulted in again page by page. Scoring 2048 HAM10000 images in a fresh process took 2.98
+million minor page faults and 10.1 s of system CPU time (against 76 s of user time); with the
+thresholds fixed as below, 31,000 and 3.5 s, at the same peak resident memory (1024 images:
+516 and 512 MiB) (docs/benchmarks.md, "Batch scoring"). glibc raises its threshold by itself
+after the first large blocks are freed, so the storm is worst in exactly the one-shot process
+a ``sitefusion score`` command is.
 
 The cost: freed memory stays with the process (up to the trim threshold per heap) instead of
 going back to the system between batches. Nothing else changes: the allocator's placement does
