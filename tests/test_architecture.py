@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sitefusion"
 
 #: Bottom to top. A module may import from its own layer or any layer below it.
 LAYERS: list[set[str]] = [
-    {"errors", "atomic", "csvcells"},
+    {"errors", "atomic", "csvcells", "memory"},
     {"io", "normalization", "experts", "fusion", "evaluation"},
     {"config"},  # its schema calls the backbone and normalizer registries' own checks
     {"data", "rundir", "training", "federated"},
