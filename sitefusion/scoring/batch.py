@@ -147,18 +147,18 @@ def reading_plan(workers: int, device: torch.device, cores: int | None = None) -
     at a barrier after every operation: a reader thread that takes a core from one of them
     stalls the whole team, and the networks slowed down more than the reading gained (2 cores,
     2048 HAM10000 images: reading ahead 47 and 52 images/s, reading before each batch 65 and
-    118; docs/benchmarks.md). So with no spare core each batch is read first while the networks
-    wait, by one reader thread per core (``workers`` does not limit them: every core would
-    otherwise idle); with spare cores (or the networks on a GPU) the next batch is read ahead,
-    by at most ``workers`` threads and no more than the spare cores.
+    118; docs/benchmarks.md). So with no spare core each batch is read first, by ``workers``
+    threads, while the networks wait; with spare cores (or the networks on a GPU) the next
+    batch is read ahead by at most ``workers`` threads and no more than the spare cores.
+    ``workers`` stays the bound in both cases because it also bounds the memory of reads in
+    flight: one image at ``scoring.max_elements`` takes up to about 1 GiB to read.
     """
     workers = max(1, workers)
     if device.type != "cpu":
         return ReadingPlan(workers, ahead=True)
-    available = cores if cores is not None else _cores()
-    spare = available - torch.get_num_threads()
+    spare = (cores if cores is not None else _cores()) - torch.get_num_threads()
     if spare < 1:
-        return ReadingPlan(max(1, available), ahead=False)
+        return ReadingPlan(workers, ahead=False)
     return ReadingPlan(min(workers, spare), ahead=True)
 
 
@@ -207,7 +207,8 @@ def score_inputs(
         explain: also write a Grad-CAM overlay and an expert-weight chart per scored item.
         convert_colour: convert grey <-> RGB to the run's channel count instead of refusing.
         console: where the progress bar goes (``None``: silent).
-        workers: reader threads while the networks run (:func:`reading_plan`).
+        workers: reader threads (at most; :func:`reading_plan`); they also bound the memory
+            of the reads in flight.
         batch_size: images per expert forward pass (default: the run's ``scoring.batch_size``).
         sr_patient: ``"source"`` (default) gives each SR the source's patient module, as the
             archive the images came from files it; ``"blank"`` for SRs that leave the

@@ -25,9 +25,9 @@ def test_reading_goes_ahead_only_on_cores_the_networks_leave_free(
     assert reading_plan(4, cpu, cores=3) == ReadingPlan(1, ahead=True)  # one spare core
     assert reading_plan(2, cpu, cores=16) == ReadingPlan(2, ahead=True)
     assert reading_plan(0, cpu, cores=1) == ReadingPlan(1, ahead=False)
-    # while the networks wait, every core reads, whatever ``workers`` says
+    # ``workers`` bounds the reads in flight (and their memory) in both plans
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert reading_plan(1, cpu, cores=16) == ReadingPlan(16, ahead=False)
+    assert reading_plan(1, cpu, cores=16) == ReadingPlan(1, ahead=False)
     # networks on a GPU leave the cores to the readers
     assert reading_plan(2, torch.device("cuda", 0), cores=2) == ReadingPlan(2, ahead=True)
 
