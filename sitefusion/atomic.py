@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "ensure_writable_folder",
     "sha256_file",
     "write_bytes_atomic",
+    "write_bytes_replaceable",
     "write_text_atomic",
 ]
 
@@ -65,6 +67,30 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bo
     with atomic_write(path, "wb", durable=durable) as fh:
         fh.write(data)
     return Path(path)
+
+
+def write_bytes_replaceable(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` atomically but not durably, with the permissions a plain ``open()`` gives
+    (0666 less the umask), for many small files that are cheap to make again (the review page's
+    thumbnails): no ``mkstemp`` and no ``chmod`` afterwards, no fsync. The temporary name is
+    unique to this process and thread; a stale one (a crash, then the same process id) is
+    replaced. Parent folders are created."""
+    target = Path(path)
+    tmp = target.parent / f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

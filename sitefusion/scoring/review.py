@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sitefusion.atomic import write_bytes_atomic, write_text_atomic
+from sitefusion.atomic import write_bytes_replaceable, write_text_atomic
 from sitefusion.scoring.outputs import publish
 
 __all__ = ["REVIEW_NAME", "render_review", "thumbnail_png", "write_review", "write_thumbnail"]
@@ -38,7 +38,7 @@ _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 def thumbnail_png(array: np.ndarray) -> bytes:
     """A PNG of a conformed image ``[C, *S]``: the middle slice of a volume, grey or RGB,
     scaled to 0-255 between its 1st and 99th percentiles, longest side at most :data:`_THUMB`."""
-    a = np.asarray(array, dtype=np.float64)
+    a = np.asarray(array, dtype=np.float32)  # display only: float32 is plenty
     while a.ndim > 3:  # a volume [C, D, H, W]: its middle slice
         a = a[:, a.shape[1] // 2]
     if a.ndim == 2:
@@ -67,8 +67,7 @@ def write_thumbnail(out: Path, item_id: str, array: np.ndarray) -> Path:
     """Write ``thumbs/<item_id>.png`` in ``out`` atomically (not flushed to disk one by one: a
     thumbnail a crash left empty is shown as missing, never as a broken picture); returns its
     path."""
-    path = out / "thumbs" / f"{item_id}.png"
-    return publish(write_bytes_atomic(path, thumbnail_png(array), durable=False))
+    return write_bytes_replaceable(out / "thumbs" / f"{item_id}.png", thumbnail_png(array))
 
 
 def _inline(path: Path) -> str | None:
