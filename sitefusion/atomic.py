@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from sitefusion.errors import OutputFolderError
+from sitefusion.errors import OutputFolderError, SiteFusionError
 
 __all__ = [
     "atomic_write",
     "ensure_writable_folder",
+    "lock_folder",
     "sha256_file",
     "write_bytes_atomic",
     "write_bytes_replaceable",
@@ -91,6 +92,24 @@ def write_bytes_replaceable(path: str | os.PathLike[str], data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def lock_folder(path: Path, busy: str) -> IO[bytes] | None:
+    """Take an exclusive, non-blocking ``flock`` on ``path`` (a lock file in the folder one
+    writer owns); returns the open file, whose closing releases the lock. ``SiteFusionError``
+    with ``busy`` when another process holds it; ``None`` where there is no ``flock`` (not
+    POSIX: a single writer is assumed)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fh = path.open("wb")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        fh.close()
+        raise SiteFusionError(busy) from err
+    return fh
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from pydicom import dcmread
 
+from sitefusion.atomic import lock_folder
 from sitefusion.errors import MissingDependencyError, SiteFusionError
 from sitefusion.methods import LoadedRun
 from sitefusion.pacs.destinations import Destination, SendError, check_ae_title
@@ -126,18 +127,10 @@ class ListenNode:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _lock_folder(self, out: Path) -> None:
-        import fcntl  # lazy: POSIX only, like the scoring folder's lock
-
-        fh = (out / ".node.lock").open("wb")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            fh.close()
-            raise SiteFusionError(
-                f"{out}: another sitefusion listen node uses this folder; stop it or use "
-                "another --out"
-            ) from err
-        self._lock_fh = fh
+        self._lock_fh = lock_folder(
+            out / ".node.lock",
+            f"{out}: another sitefusion listen node uses this folder; stop it or use another --out",
+        )
 
     def start(self) -> int:
         """Load the run once (it must be complete and unchanged), start the SCP and the worker;

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from sitefusion.atomic import lock_folder
 from sitefusion.csvcells import escape_cell
 from sitefusion.errors import OutputFolderError, SiteFusionError
 from sitefusion.rundir import atomic_write
@@ -209,20 +210,11 @@ class ScoreStore:
             self._release_lock()
 
     def _acquire_lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no locking, single writer assumed
-            return
-        fh = (self.out_dir / _LOCK_NAME).open("wb")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            fh.close()
-            raise SiteFusionError(
-                f"{self.out_dir}: another scoring batch is writing to this folder; wait for it "
-                "or use another --out"
-            ) from err
-        self._lock = fh
+        self._lock = lock_folder(
+            self.out_dir / _LOCK_NAME,
+            f"{self.out_dir}: another scoring batch is writing to this folder; wait for it "
+            "or use another --out",
+        )
 
     def _release_lock(self) -> None:
         if self._lock is not None:
