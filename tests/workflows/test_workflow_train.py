@@ -136,6 +136,24 @@ def test_tampered_artifact_is_refused_by_name(finished_run: Path, tmp_path: Path
         LoadedRun(copy)
 
 
+def test_a_run_is_hash_checked_where_predictions_read_it(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """A changed normalizer (read from its folder, not through the run's readers) refuses the
+    run by name; a changed training checkpoint, which no prediction reads, is not hashed."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    checkpoint = sorted((copy / "checkpoints").rglob("*.safetensors"))[0]
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"x")
+    LoadedRun(copy)  # loads: the checkpoint is training's resume state
+    normalizer = sorted((copy / "normalizers").glob("*.json"))[0]
+    normalizer.write_text(normalizer.read_text() + " ")
+    with pytest.raises(ArtifactError, match=rf"{normalizer.name}.*SHA-256"):
+        LoadedRun(copy)
+
+
 def test_loaded_run_predicts_every_method(finished_run: Path) -> None:
     loaded = LoadedRun(finished_run)
     x = np.random.default_rng(0).normal(size=(5, 1, 24, 24)).astype(np.float32)
