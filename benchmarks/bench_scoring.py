@@ -5,7 +5,7 @@ networks and the same batch size (the run's ``scoring.batch_size`` unless ``--ba
 
 - **end to end**: ``score_inputs`` over those files, exactly what ``sitefusion score`` runs:
   loading and hash-checking the run, the OOD reference, discovery and content hashing, reading,
-  decoding, resizing and site normalization (in reader threads, beside the networks), every
+  decoding, resizing and site normalization (in reader processes, ``reading_plan``), every
   network, the fusion head per item, OOD distances, journaled CSV/JSONL rows.
 - **bare**: the same networks on the same images already read, conformed and site-normalized
   in memory (decoding and normalization EXCLUDED, done before the clock starts), batch by batch
@@ -77,15 +77,27 @@ def _images(root: Path, n: int) -> list[Path]:
     return files[:n]
 
 
+def _usage() -> tuple[float, float, int]:
+    """User and system CPU seconds and minor page faults of this process and of its finished
+    children (scoring's reader processes)."""
+    both = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return (
+        sum(r.ru_utime for r in both),
+        sum(r.ru_stime for r in both),
+        sum(r.ru_minflt for r in both),
+    )
+
+
 def _timed(path: Callable[[], object]) -> tuple[float, str]:
-    """Run ``path`` once after the machine settles: seconds, and what it cost besides."""
+    """Run ``path`` once after the machine settles: seconds, and what it cost besides (reader
+    processes included)."""
     before = _settle()
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    r0, t0 = _usage(), time.perf_counter()
     path()
-    seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    seconds, r1 = time.perf_counter() - t0, _usage()
     cost = (
-        f"{before}; CPU {r1.ru_utime - r0.ru_utime:.1f} s user, "
-        f"{r1.ru_stime - r0.ru_stime:.1f} s system; {r1.ru_minflt - r0.ru_minflt} page faults"
+        f"{before}; CPU {r1[0] - r0[0]:.1f} s user, "
+        f"{r1[1] - r0[1]:.1f} s system; {r1[2] - r0[2]} page faults"
     )
     return seconds, cost
 
@@ -158,7 +170,8 @@ def main() -> None:
         f"{f' + {len(fusion.networks)} fine-tuned copies' if fusion.networks else ''}, "
         f"{c}x{shape}), {args.n} images from {args.images}, batch {size}, "
         f"torch threads {torch.get_num_threads()} of {os.cpu_count()} cores, "
-        f"reading: {plan.threads} thread(s), {'ahead of' if plan.ahead else 'before'} "
+        f"reading: {plan.readers} {'processes' if plan.processes else 'threads'}, "
+        f"{'ahead of' if plan.ahead else 'before'} "
         f"the networks; {summary.ok} ok, {summary.errors} errors\n"
     )
     print("| path | images/s, each run | median | before each run |")
@@ -174,8 +187,12 @@ def main() -> None:
         )
     ratio = medians["sitefusion score, end to end"] / medians["bare"]
     print(f"\nratio of the medians, end to end / bare: {ratio:.2f}  (now: {_load()})")
+    t0 = time.perf_counter()
+    loaded.run.verify_all()  # what loading the run cost before it hashed only what it reads
+    t_verify = time.perf_counter() - t0
     print(
-        f"for reference, outside the timings: loading the run {t_load:.2f} s; reading, "
+        f"for reference, outside the timings: loading the run {t_load:.2f} s (hashing every "
+        f"artifact, RunDir.verify_all, would take {t_verify:.2f} s more); reading, "
         f"decoding and normalizing the images in one thread {args.n / t_read:.0f} images/s"
     )
 

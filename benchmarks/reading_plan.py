@@ -2,7 +2,8 @@
 
 ``sitefusion score`` picks one of the two by the cores (``reading_plan`` in
 :mod:`sitefusion.scoring.batch`); this script forces each in turn, alternately in one process
-(``--reps`` times each), with ``--workers`` reader threads and torch's default thread count
+(``--reps`` times each), with ``--workers`` readers (processes where the platform forks
+them, as scoring reads) and torch's default thread count
 (every core), and waits for the 1-minute load to fall below 0.5 before each run. It prints
 images/s and the process's user CPU seconds per run, and the medians.
 
@@ -25,6 +26,14 @@ from bench_scoring import _images, _settle
 
 import sitefusion.scoring.batch as batch
 from sitefusion.scoring import score_inputs
+from sitefusion.scoring.reader_pool import can_fork_readers
+
+
+def _cpu() -> float:
+    """User CPU seconds of this process and of its finished children (the reader processes)."""
+    return sum(
+        resource.getrusage(who).ru_utime for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 def main() -> None:
@@ -40,17 +49,17 @@ def main() -> None:
     speeds: dict[bool, list[float]] = {True: [], False: []}
     for rep in range(args.reps):
         for ahead in (True, False):
-            plan = batch.ReadingPlan(args.workers, ahead)
+            plan = batch.ReadingPlan(args.workers, ahead, can_fork_readers())
             batch.reading_plan = lambda *_a, plan=plan, **_k: plan  # type: ignore[assignment]
             load = _settle()
-            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            r0, t0 = _cpu(), time.perf_counter()
             with tempfile.TemporaryDirectory(dir=args.run.parent) as tmp:
                 score_inputs(args.run, files, Path(tmp) / "out", workers=args.workers)
-            seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+            seconds, r1 = time.perf_counter() - t0, _cpu()
             speeds[ahead].append(args.n / seconds)
             print(
                 f"rep {rep + 1} {'ahead of the networks' if ahead else 'before each batch'}: "
-                f"{args.n / seconds:.0f} images/s, {r1.ru_utime - r0.ru_utime:.1f} CPU s user "
+                f"{args.n / seconds:.0f} images/s, {r1 - r0:.1f} CPU s user (readers included) "
                 f"({load}, torch threads {torch.get_num_threads()})",
                 flush=True,
             )

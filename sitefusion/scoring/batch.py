@@ -6,7 +6,8 @@ progress display and the summary):
 1. load the run (hash-checked) and fit the out-of-distribution reference (:mod:`.ood`);
 2. discover items (:mod:`.discovery`): files, DICOM instances or series, each with a content hash;
 3. skip items already scored with the same content, run and options (:mod:`.outputs`);
-4. read, conform and site-normalize each batch in a thread pool (:mod:`.reading`): the next
+4. read, conform and site-normalize each batch in reader processes (:mod:`.reader_pool`,
+   :mod:`.reading`; threads where the platform does not fork): the next
    batch while the current one is predicted where the machine has cores the networks do not
    use (or the networks run on a GPU), else before it with every core (:func:`reading_plan`);
    each image passes once through each expert (:meth:`LoadedRun.predict`, inference mode);
@@ -29,7 +30,6 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ from sitefusion.rundir import RunDir
 from sitefusion.scoring.discovery import ScoreItem, discover_items
 from sitefusion.scoring.ood import run_ood
 from sitefusion.scoring.outputs import ScoreStore, score_columns
-from sitefusion.scoring.reading import ItemReader, LoadedItem, init_reader_thread
+from sitefusion.scoring.reader_pool import ReaderPool, Reads, can_fork_readers
+from sitefusion.scoring.reading import ItemReader
 from sitefusion.scoring.review import write_review
 from sitefusion.scoring.rows import BatchScorer, redact_stored_row
 from sitefusion.scoring.site_resolution import check_site_flag, check_site_map
@@ -126,11 +127,13 @@ def _progress(console: Console | None) -> Progress:
 
 @dataclass(frozen=True)
 class ReadingPlan:
-    """How a batch's images are read: ``threads`` reader threads, and whether the next batch
+    """How a batch's images are read: by ``readers`` readers, processes where the platform
+    forks them (``processes``, :mod:`.reader_pool`) else threads, and whether the next batch
     is read while the current one is predicted (``ahead``) or before it."""
 
-    threads: int
+    readers: int
     ahead: bool
+    processes: bool = True
 
 
 def _cores() -> int:
@@ -144,22 +147,24 @@ def reading_plan(workers: int, device: torch.device, cores: int | None = None) -
     """Read ahead only on cores the networks leave free.
 
     On the CPU the networks run an OpenMP team of ``torch.get_num_threads()`` threads that meet
-    at a barrier after every operation: a reader thread that takes a core from one of them
-    stalls the whole team, and the networks slowed down more than the reading gained (2 cores,
-    2048 HAM10000 images: reading ahead 47 and 52 images/s, reading before each batch 65 and
-    118; docs/benchmarks.md). So with no spare core each batch is read first, by ``workers``
-    threads, while the networks wait; with spare cores (or the networks on a GPU) the next
-    batch is read ahead by at most ``workers`` threads and no more than the spare cores.
+    at a barrier after every operation: a reader that takes a core from one of them stalls the
+    whole team, and the networks slowed down more than the reading gained (2 cores, 2048
+    HAM10000 images, reader processes: reading ahead 73 and 86 images/s, reading before each
+    batch 106 and 118; docs/benchmarks.md). So with no spare core each batch is read first, by
+    ``workers`` readers, while the networks wait; with spare cores (or the networks on a GPU)
+    the next batch is read ahead by at most ``workers`` readers and no more than the spare
+    cores.
     ``workers`` stays the bound in both cases because it also bounds the memory of reads in
     flight: one image at ``scoring.max_elements`` takes up to about 1 GiB to read.
     """
     workers = max(1, workers)
+    processes = can_fork_readers()
     if device.type != "cpu":
-        return ReadingPlan(workers, ahead=True)
+        return ReadingPlan(workers, ahead=True, processes=processes)
     spare = (cores if cores is not None else _cores()) - torch.get_num_threads()
     if spare < 1:
-        return ReadingPlan(workers, ahead=False)
-    return ReadingPlan(min(workers, spare), ahead=True)
+        return ReadingPlan(workers, ahead=False, processes=processes)
+    return ReadingPlan(min(workers, spare), ahead=True, processes=processes)
 
 
 def _score_key(item: ScoreItem, run_id: str, site: str | None, convert: bool, explain: bool) -> str:
@@ -207,8 +212,8 @@ def score_inputs(
         explain: also write a Grad-CAM overlay and an expert-weight chart per scored item.
         convert_colour: convert grey <-> RGB to the run's channel count instead of refusing.
         console: where the progress bar goes (``None``: silent).
-        workers: reader threads (at most; :func:`reading_plan`); they also bound the memory
-            of the reads in flight.
+        workers: readers, processes where the platform forks them (at most;
+            :func:`reading_plan`); they also bound the memory of the reads in flight.
         batch_size: images per expert forward pass (default: the run's ``scoring.batch_size``).
         sr_patient: ``"source"`` (default) gives each SR the source's patient module, as the
             archive the images came from files it; ``"blank"`` for SRs that leave the
@@ -251,7 +256,6 @@ def score_inputs(
         warnings.catch_warnings(),
         ScoreStore(out, run_id=run.run_id, run_dir=str(run.root), columns=columns) as store,
         _progress(console) as progress,
-        ThreadPoolExecutor(max_workers=plan.threads, initializer=init_reader_thread) as pool,
     ):
         # Library warnings can quote header values; scoring reports problems as rows instead.
         warnings.simplefilter("ignore")
@@ -291,23 +295,23 @@ def score_inputs(
 
         chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
 
-        def submit(chunk: list[ScoreItem]) -> list[Future[LoadedItem]]:
-            return [pool.submit(reader.load, it) for it in chunk]
-
-        upcoming = submit(chunks[0]) if chunks else []
+        # Started after discovery: forked readers then do not inherit discovery's threads.
+        readers = ReaderPool(reader, plan.readers, plan.processes)
+        upcoming: Reads | None = readers.submit(chunks[0]) if chunks else None
         try:
             for index in range(len(chunks)):
                 current = upcoming
                 after = chunks[index + 1] if index + 1 < len(chunks) else []
-                upcoming = submit(after) if plan.ahead else []
-                loaded = [f.result() for f in current]
+                upcoming = readers.submit(after) if plan.ahead and after else None
+                loaded = readers.results(current) if current is not None else []
                 scorer.score_batch(loaded, size, keys, finished)
                 store.sync_in_background()  # overlaps the next batch; close() waits for it
-                if not plan.ahead:
-                    upcoming = submit(after)
+                if not plan.ahead and after:
+                    upcoming = readers.submit(after)
         finally:  # interrupted: do not wait for reads nobody will score
-            for future in upcoming:
-                future.cancel()
+            if upcoming is not None:
+                upcoming.cancel()
+            readers.close(cancel=True)
 
         sr_task = progress.add_task("DICOM SR", total=None, ok="-", errors="-")
         sr_paths, sr_errors = reports.write_reports(items, store.rows)

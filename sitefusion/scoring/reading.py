@@ -1,8 +1,8 @@
 """Reading one item of a scoring batch: read, check that it fits the run, conform, resolve its
 site, normalize it with its site's normalizer and check its intensities.
 
-Runs in the batch's reader threads (:func:`init_reader_thread` sets each one up), beside the
-networks predicting the previous batch, so nothing here holds state between items. The site
+Runs in the batch's readers (forked processes or threads, :mod:`.reader_pool`;
+:func:`init_reader_thread` sets each one up), so nothing here holds state between items. The site
 normalization is per image (its result does not depend on the batch), and doing it here rather
 than in the predicting thread takes it off the networks' critical path; the normalized image
 also serves the intensity check and the explanation. :meth:`ItemReader.load` never raises: an
@@ -108,7 +108,7 @@ class ItemReader:
     site_map: Any
     convert_colour: bool
     #: Where the review page's thumbnails go (``None``: none are written). They are made here,
-    #: in the reader threads, rather than beside the networks, which they would slow down.
+    #: in the readers, rather than beside the networks, which they would slow down.
     out: Path | None = None
 
     def _check_header(self, item: ScoreItem) -> Callable[[int], None] | None:

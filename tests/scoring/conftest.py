@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from scoring_samples import SITE_MAP
+from scoring_samples import SITE_MAP, CallLog
 
 from sitefusion.config import Config
 from sitefusion.workflows import train_run
@@ -25,6 +25,12 @@ def scoring_run(
     out = tmp_path_factory.mktemp("scoring_run") / "run"
     train_run(tiny_config(synthetic_2d, scoring={"site_map": SITE_MAP}), out)
     return out
+
+
+@pytest.fixture
+def call_log(tmp_path: Path) -> CallLog:
+    """A :class:`CallLog` in a file of its own."""
+    return CallLog(tmp_path / "calls.log")
 
 
 @pytest.fixture(scope="session")

@@ -83,3 +83,18 @@ def write_bad_inputs(folder: Path, reference_png: Path) -> dict[str, Path]:
         "four_d.nii.gz": four_d,
         "colour.png": rgb,
     }
+
+
+class CallLog:
+    """Calls recorded from any process, one line each in a file: scoring's readers are forked
+    processes, whose appends to a list in the test would never reach it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, text: str) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:  # O_APPEND: whole lines, any process
+            fh.write(text + "\n")
+
+    def lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scoring_samples import CallLog
 
 import sitefusion.scoring.explain as explain_module
 from sitefusion.scoring import score_inputs
@@ -185,7 +186,7 @@ def test_an_sr_lost_to_a_full_disk_names_its_file_and_is_written_on_rerun(
 
 
 def test_a_raster_with_the_wrong_channels_is_refused_from_its_header(
-    scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scoring_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call_log: CallLog
 ) -> None:
     """Issue 31, class 1: the channel check ran after the image was decoded to float32; an
     RGB photo for a grey run is now refused from its header, its pixels never decoded."""
@@ -196,11 +197,10 @@ def test_a_raster_with_the_wrong_channels_is_refused_from_its_header(
     path = tmp_path / "in" / "colour.jpg"
     path.parent.mkdir()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
-    decoded: list[str] = []
     real = raster._to_array
 
     def counting(image: Any, mode: str, p: Any) -> Any:
-        decoded.append(str(p))
+        call_log.add(str(p))
         return real(image, mode, p)
 
     monkeypatch.setattr(raster, "_to_array", counting)
@@ -209,9 +209,9 @@ def test_a_raster_with_the_wrong_channels_is_refused_from_its_header(
     (row,) = _rows(out)
     assert row["status"] == "error"
     assert "image has 3 channel(s); this run takes 1 (pass --convert-colour" in row["error"]
-    assert decoded == []
+    assert call_log.lines() == []
     score_inputs(scoring_run, [path.parent], tmp_path / "out2", convert_colour=True)
-    assert _rows(tmp_path / "out2")[0]["status"] == "ok" and decoded == [str(path)]
+    assert _rows(tmp_path / "out2")[0]["status"] == "ok" and call_log.lines() == [str(path)]
 
 
 def test_a_deflated_file_in_place_of_an_sr_is_rewritten_not_inflated(
