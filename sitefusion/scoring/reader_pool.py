@@ -13,7 +13,9 @@ is started afresh for the batches after it.
 The workers are forked, not spawned: a child starts with the run already loaded (spawning would
 import torch and load the run again in every worker, seconds on a small machine), and it runs
 only the reader: torch single-threaded as :func:`~sitefusion.scoring.reading.init_reader_thread`
-sets it (as PyTorch's own data-loader workers do), no GPU, Ctrl-C left to the parent. Where
+sets it (as PyTorch's own data-loader workers do), no GPU, Ctrl-C left to the parent, and it
+dies with the process that forked it (it holds the output folder's lock with the parent's
+descriptors; a killed batch must leave it free for the rerun). Where
 ``fork`` is not the platform's safe default (macOS, Windows) the readers are threads, as
 before. Either way an item reads to the same bytes, so the rows do not depend on the kind of
 reader (tests/scoring/test_scoring_reading_plan.py).
@@ -21,8 +23,10 @@ reader (tests/scoring/test_scoring_reading_plan.py).
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing
+import os
 import signal
 import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +39,8 @@ from sitefusion.scoring.reading import ItemReader, LoadedItem, init_reader_threa
 
 __all__ = ["ReaderPool", "Reads", "can_fork_readers"]
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
 #: The reader of the forked worker processes (set by :func:`_init_worker` in each child).
 _WORKER_READER: ItemReader | None = None
 
@@ -45,8 +51,23 @@ def can_fork_readers() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def _init_worker(reader: ItemReader) -> None:
+def _die_with(parent: int) -> None:
+    """End this child when ``parent`` (the scoring process that forked it) dies. A reader
+    inherits the output folder's lock with the parent's descriptors: one left reading after
+    its batch was killed (SIGKILL, the OOM killer) would hold it, and the rerun that resumes
+    the batch would be refused as another batch writing there."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux's C library: nothing to ask
+        return
+    if os.getppid() != parent:  # it died before the request was made
+        os._exit(1)
+
+
+def _init_worker(reader: ItemReader, parent: int) -> None:
     global _WORKER_READER
+    _die_with(parent)
     _WORKER_READER = reader
     # The parent decides when to stop: Ctrl-C there cancels the reads; a child that raised
     # KeyboardInterrupt would only print a second traceback. SIGTERM ends a child at once.
@@ -101,7 +122,7 @@ class ReaderPool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
-            initargs=(self.reader,),
+            initargs=(self.reader, os.getpid()),
         )
 
     def _restart(self) -> None:
@@ -151,7 +172,9 @@ class ReaderPool:
         """Read ``item`` in a process of its own; the reason if that process dies."""
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_read_one, args=(self.reader, _stripped(item), send))
+        child = context.Process(
+            target=_read_one, args=(self.reader, _stripped(item), send, os.getpid())
+        )
         child.start()
         send.close()
         try:
@@ -170,8 +193,8 @@ class ReaderPool:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-def _read_one(reader: ItemReader, item: ScoreItem, send: Connection) -> None:
-    _init_worker(reader)
+def _read_one(reader: ItemReader, item: ScoreItem, send: Connection, parent: int) -> None:
+    _init_worker(reader, parent)
     send.send(reader.load(item))
 
 

@@ -157,3 +157,74 @@ def test_the_allocator_keeps_freed_memory_on_linux() -> None:
         pytest.skip("glibc allocator settings are Linux-only")
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # once per process; a second call changes nothing
+
+
+_SLOW_BATCH = """
+import sys, time
+from pathlib import Path
+import sitefusion.scoring.reading as reading
+real = reading.read_item
+def slow(item, *args):
+    time.sleep(0.5)
+    return real(item, *args)
+reading.read_item = slow
+from sitefusion.scoring import score_inputs
+score_inputs(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[3]), batch_size=2)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@needs_fork
+def test_a_killed_batch_leaves_no_reader_behind_and_its_folder_free(
+    scoring_run: Path, inputs: Path, tmp_path: Path
+) -> None:
+    """Reader processes inherit the output folder's lock; a batch killed outright (SIGKILL,
+    the OOM killer) must not leave them reading on, holding it: the rerun that resumes the
+    batch would be refused as 'another scoring batch'."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    batch = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_BATCH, str(scoring_run), str(inputs), str(out)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "thumbs").glob("*.png")) and time.monotonic() < deadline:
+            if batch.poll() is not None:
+                pytest.fail(f"the batch ended early (exit code {batch.returncode})")
+            time.sleep(0.1)
+        readers = _children(batch.pid)
+        assert readers, "the batch reads in child processes"
+    finally:
+        batch.send_signal(signal.SIGKILL)
+        batch.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, readers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, readers)), "reader processes outlived their batch"
+    summary = score_inputs(scoring_run, [inputs], out, batch_size=2)  # resumes, not refused
+    assert (summary.items, summary.ok, summary.errors) == (7, 6, 1)
