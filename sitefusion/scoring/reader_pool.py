@@ -130,13 +130,15 @@ class ReaderPool:
         self._pool = self._start()
 
     def submit(self, items: list[ScoreItem]) -> Reads:
-        """Start reading ``items``: one task per item in threads; in processes, a few parts of
-        consecutive items per worker (a task costs a round trip through a pipe)."""
+        """Start reading ``items``: one task per item in threads; in processes, one share of
+        consecutive items per worker. Shares of a quarter of that size waited longer in
+        ``score_inputs`` (2048 HAM10000 images, batches of 16, alternated, load below 0.5:
+        1.80 and 2.23 ms per image against 1.51 and 1.77)."""
         if not self.processes:
             return Reads(
                 items, [([it], self._pool.submit(_read_with, self.reader, [it])) for it in items]
             )
-        n_parts = min(len(items), 4 * self.workers)
+        n_parts = min(len(items), self.workers)
         bounds = [len(items) * k // n_parts for k in range(n_parts + 1)] if n_parts else [0]
         parts = [items[a:b] for a, b in itertools.pairwise(bounds)]
         try:
