@@ -1,11 +1,14 @@
-"""Benchmark: reading each batch ahead of its networks or before them, same machine, same run.
+"""Benchmark: when and by what scoring reads: ahead of the networks or before each batch, in
+reader processes or threads; same machine, same run.
 
-``sitefusion score`` picks one of the two by the cores (``reading_plan`` in
-:mod:`sitefusion.scoring.batch`); this script forces each in turn, alternately in one process
-(``--reps`` times each), with ``--workers`` readers (processes where the platform forks
-them, as scoring reads) and torch's default thread count
-(every core), and waits for the 1-minute load to fall below 0.5 before each run. It prints
-images/s and the process's user CPU seconds per run, and the medians.
+``sitefusion score`` picks when by the cores (``reading_plan`` in
+:mod:`sitefusion.scoring.batch`) and reads in forked processes where the platform forks them
+(:mod:`sitefusion.scoring.reader_pool`). This script forces three plans in turn, alternately
+in one process (``--reps`` times each): processes reading ahead, processes reading before
+each batch, threads reading before each batch; with ``--workers`` readers and torch's default
+thread count (every core). Before each run it waits for the 1-minute load to fall below 0.5.
+It prints images/s, the user CPU seconds (reader processes included) and how long the
+networks waited for the readers per image, then the medians.
 
 Run (from the repository root)::
 
@@ -20,13 +23,20 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from bench_scoring import _images, _settle
 
 import sitefusion.scoring.batch as batch
 from sitefusion.scoring import score_inputs
-from sitefusion.scoring.reader_pool import can_fork_readers
+from sitefusion.scoring.reader_pool import ReaderPool, Reads, can_fork_readers
+
+PLANS = {
+    "processes, ahead of the networks": (True, True),
+    "processes, before each batch": (False, True),
+    "threads, before each batch": (False, False),
+}
 
 
 def _cpu() -> float:
@@ -37,7 +47,7 @@ def _cpu() -> float:
 
 
 def main() -> None:
-    """Alternate the two plans and print one line per run, then the medians."""
+    """Alternate the plans and print one line per run, then the medians."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("--images", type=Path, required=True, help="folder of image files")
@@ -45,27 +55,41 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if not can_fork_readers():
+        raise SystemExit("reader processes need a platform that forks them (Linux)")
     files = _images(args.images, args.n)
-    speeds: dict[bool, list[float]] = {True: [], False: []}
+    waited = [0.0]
+    results = ReaderPool.results
+
+    def timed_results(self: ReaderPool, reads: Reads) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return results(self, reads)
+        finally:
+            waited[0] += time.perf_counter() - t0
+
+    ReaderPool.results = timed_results  # type: ignore[method-assign]
+    speeds: dict[str, list[float]] = {name: [] for name in PLANS}
     for rep in range(args.reps):
-        for ahead in (True, False):
-            plan = batch.ReadingPlan(args.workers, ahead, can_fork_readers())
+        for name, (ahead, processes) in PLANS.items():
+            plan = batch.ReadingPlan(args.workers, ahead, processes)
             batch.reading_plan = lambda *_a, plan=plan, **_k: plan  # type: ignore[assignment]
             load = _settle()
+            waited[0] = 0.0
             r0, t0 = _cpu(), time.perf_counter()
             with tempfile.TemporaryDirectory(dir=args.run.parent) as tmp:
                 score_inputs(args.run, files, Path(tmp) / "out", workers=args.workers)
             seconds, r1 = time.perf_counter() - t0, _cpu()
-            speeds[ahead].append(args.n / seconds)
+            speeds[name].append(args.n / seconds)
             print(
-                f"rep {rep + 1} {'ahead of the networks' if ahead else 'before each batch'}: "
-                f"{args.n / seconds:.0f} images/s, {r1 - r0:.1f} CPU s user (readers included) "
-                f"({load}, torch threads {torch.get_num_threads()})",
+                f"rep {rep + 1} {name}: {args.n / seconds:.0f} images/s, {r1 - r0:.1f} CPU s "
+                f"user, networks waited {waited[0] / args.n * 1e3:.2f} ms per image for the "
+                f"readers ({load}, torch threads {torch.get_num_threads()})",
                 flush=True,
             )
     print(
-        f"median images/s: ahead {statistics.median(speeds[True]):.0f}, "
-        f"before {statistics.median(speeds[False]):.0f}"
+        "median images/s: "
+        + ", ".join(f"{name} {statistics.median(v):.0f}" for name, v in speeds.items())
     )
 
 

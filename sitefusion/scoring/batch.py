@@ -149,8 +149,8 @@ def reading_plan(workers: int, device: torch.device, cores: int | None = None) -
     On the CPU the networks run an OpenMP team of ``torch.get_num_threads()`` threads that meet
     at a barrier after every operation: a reader that takes a core from one of them stalls the
     whole team, and the networks slowed down more than the reading gained (2 cores, 2048
-    HAM10000 images, reader processes: reading ahead 73 and 86 images/s, reading before each
-    batch 106 and 118; docs/benchmarks.md). So with no spare core each batch is read first, by
+    HAM10000 images, reader processes: reading ahead 102 and 97 images/s, reading before each
+    batch 126 and 125; docs/benchmarks.md). So with no spare core each batch is read first, by
     ``workers`` readers, while the networks wait; with spare cores (or the networks on a GPU)
     the next batch is read ahead by at most ``workers`` readers and no more than the spare
     cores.

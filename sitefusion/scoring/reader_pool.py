@@ -3,8 +3,8 @@
 Reading an image (decoding, conforming, site normalization, the review thumbnail) is mostly
 Python and small numpy operations that hold the interpreter lock, so reader threads barely run
 in parallel. In processes they do not share it: scoring 2048 HAM10000 images on 2 cores, the
-networks waited 1.7 and 2.1 ms per image for two reader processes against 2.5 and 2.8 ms for
-two threads (alternated in one process; docs/benchmarks.md). A process also contains a crash:
+networks waited 1.94 and 1.84 ms per image for two reader processes against 2.54 and 2.92 ms
+for two threads (alternated in one process, ``benchmarks/reading_plan.py``). A process also contains a crash:
 a decoder that dies on a hostile file (a C library's segmentation fault) takes down its worker,
 not the batch. The items the dead pool held are then read again one at a time, each in a
 process of its own; the one that dies again becomes an error row naming its file, and the pool
