@@ -204,6 +204,16 @@ def score_cmd(
         typer.Option("--convert-colour", help="Convert grey <-> RGB to the run's channel count."),
     ] = False,
     sr_patient: SrPatientOpt = "source",
+    readers: Annotated[
+        int,
+        typer.Option(
+            "--readers",
+            min=1,
+            help="Reader processes, at most (threads where the platform cannot fork). Each "
+            "holds one image being read, so this also bounds memory; with the networks on a "
+            "GPU, more readers keep it fed.",
+        ),
+    ] = 2,
     dicomweb: DicomwebOpt = None,
     study: StudyOpt = None,
     qido: QidoOpt = None,
@@ -219,6 +229,7 @@ def score_cmd(
         "convert_colour": convert_colour,
         "console": err_console,
         "sr_patient": _sr_patient(sr_patient),
+        "workers": readers,
     }
     try:
         if dicomweb is not None:

@@ -34,6 +34,38 @@ def test_site_flag_picks_the_normalizer(
     assert (row["norm_site"], row["norm_policy"]) == ("site_a", "known")
 
 
+def test_readers_flag_sets_the_reader_count_not_the_scores(
+    scoring_run: Path,
+    synthetic_pngs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sitefusion.scoring.batch as batch
+
+    asked: list[int] = []
+    real = batch.reading_plan
+
+    def recording(workers: int, *args: object, **kwargs: object) -> object:
+        asked.append(workers)
+        return real(workers, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "reading_plan", recording)
+    folder = synthetic_pngs[0].parent
+    written = []
+    for readers in ("1", "3"):
+        out = tmp_path / f"readers_{readers}"
+        args = ["score", str(scoring_run), *map(str, synthetic_pngs), "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, "--readers", readers])
+        assert result.exit_code == 0, result.output
+        written.append((out / "scores.csv").read_bytes())
+    assert asked == [1, 3] and written[0] == written[1]
+    out = tmp_path / "none"
+    refused = CliRunner().invoke(
+        app, ["score", str(scoring_run), str(folder), "--out", str(out), "--readers", "0"]
+    )
+    assert refused.exit_code == 2 and "--readers" in refused.output and not out.exists()
+
+
 def test_an_unknown_site_flag_is_refused_with_a_suggestion(
     scoring_run: Path, synthetic_pngs: list[Path], tmp_path: Path
 ) -> None:
