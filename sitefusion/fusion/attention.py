@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sitefusion.fusion.base import ExpertProjection, FusionModule, FusionOutput, masked_softmax
+from sitefusion.fusion.base import (
+    ExpertProjection,
+    FusionModule,
+    FusionOutput,
+    masked_softmax,
+    rowwise_linear,
+)
 from sitefusion.fusion.gated_attention import GatedAttention
 
 __all__ = ["AttentionFusion"]
@@ -41,4 +47,4 @@ class AttentionFusion(FusionModule):
         h = self.project(x).masked_fill(~mask.unsqueeze(-1), 0.0)
         weights = masked_softmax(self.attention(h), mask)
         pooled = torch.einsum("be,bed->bd", weights, h)
-        return FusionOutput(self.head(self.drop(pooled)), weights)
+        return FusionOutput(rowwise_linear(self.head, self.drop(pooled)), weights)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sitefusion.fusion.base import ExpertProjection, FusionModule, FusionOutput, masked_softmax
+from sitefusion.fusion.base import (
+    ExpertProjection,
+    FusionModule,
+    FusionOutput,
+    masked_softmax,
+    rowwise_linear,
+)
 from sitefusion.fusion.gated_attention import GatedAttention
 
 __all__ = ["AverageAttentionFusion"]
@@ -49,5 +55,5 @@ class AverageAttentionFusion(FusionModule):
         attended = torch.einsum("be,bed->bd", weights, h)
         present = mask.to(h.dtype)
         mean = torch.einsum("be,bed->bd", present / present.sum(dim=1, keepdim=True), h)
-        logits = self.head(self.drop(torch.cat([attended, mean], dim=1)))
+        logits = rowwise_linear(self.head, self.drop(torch.cat([attended, mean], dim=1)))
         return FusionOutput(logits, weights)

@@ -10,6 +10,12 @@ Shared design choices:
 
 - **Absent experts are zeroed first** (``torch.where``, not multiplication), so whatever an absent
   slot holds (stale values, NaN placeholders) cannot reach the output or the gradients.
+- **When predicting, every linear map is computed row by row** (:func:`rowwise_linear`, and
+  the per-expert projection likewise): a row's logits do not depend on the other rows of its
+  batch, so an item scored in any batch gets the same bits (a matrix product's blocking
+  changed the last bits of the HAM10000 head's 142 -> 7 classifier with the row's place in a
+  batch of 16), and scoring runs the head once per batch instead of once per item. Training
+  keeps the matrix products.
 - **Per-expert LayerNorm of the inputs** (no affine): every present expert vector is normalised
   to zero mean and unit variance over its ``D`` features. Experts are trained separately and
   their embeddings have different scales; without this the largest-scale expert would dominate
@@ -34,6 +40,7 @@ __all__ = [
     "FusionModule",
     "FusionOutput",
     "masked_softmax",
+    "rowwise_linear",
 ]
 
 
@@ -176,6 +183,16 @@ class FusionModule(nn.Module):
         raise NotImplementedError
 
 
+def rowwise_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for ``x [..., D_in]``; when predicting (``layer`` in eval mode) each row is
+    summed in one order whatever the batch: an elementwise product summed over the inputs,
+    where a matrix product's kernel may block rows differently with their place in the batch.
+    Training keeps the matrix product (three times faster for the HAM10000 head's training)."""
+    if layer.training:
+        return layer(x)
+    return (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias
+
+
 class ExpertProjection(nn.Module):
     """A separate linear map per expert: ``[B, E, D_in]`` -> ``[B, E, D_out]``.
 
@@ -199,5 +216,8 @@ class ExpertProjection(nn.Module):
             nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, E, D_in]`` -> ``[B, E, D_out]``."""
-        return torch.einsum("bei,eio->beo", x, self.weight) + self.bias
+        """``[B, E, D_in]`` -> ``[B, E, D_out]``; row by row when predicting (see
+        :func:`rowwise_linear`)."""
+        if self.training:
+            return torch.einsum("bei,eio->beo", x, self.weight) + self.bias
+        return (x.unsqueeze(-1) * self.weight).sum(-2) + self.bias

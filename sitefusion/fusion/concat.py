@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sitefusion.fusion.base import FusionModule, FusionOutput
+from sitefusion.fusion.base import FusionModule, FusionOutput, rowwise_linear
 
 __all__ = ["ConcatFusion"]
 
@@ -39,5 +39,5 @@ class ConcatFusion(FusionModule):
         present = mask.to(x.dtype)
         n_present = present.sum(dim=1, keepdim=True)  # [B, 1], >= 1 after prepare
         flat = x.flatten(1) * (self.num_experts / n_present)
-        logits = self.head(self.drop(flat))
+        logits = rowwise_linear(self.head, self.drop(flat))
         return FusionOutput(logits, present / n_present)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sitefusion.fusion.base import rowwise_linear
+
 __all__ = ["GatedAttention"]
 
 
@@ -26,6 +28,6 @@ class GatedAttention(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h [B, E, D]`` -> unnormalised scores ``[B, E]``."""
-        gated = torch.tanh(self.V(h)) * torch.sigmoid(self.U(h))
-        scores: torch.Tensor = self.w(gated).squeeze(-1)
+        gated = torch.tanh(rowwise_linear(self.V, h)) * torch.sigmoid(rowwise_linear(self.U, h))
+        scores: torch.Tensor = rowwise_linear(self.w, gated).squeeze(-1)
         return scores

@@ -11,7 +11,7 @@ progress display and the summary):
    batch while the current one is predicted where the machine has cores the networks do not
    use (or the networks run on a GPU), else before it with every core (:func:`reading_plan`);
    each image passes once through each expert (:meth:`LoadedRun.predict`, inference mode);
-5. per item: fused probabilities and expert weights, OOD distance, optional Grad-CAM
+5. per batch: fused probabilities and expert weights, OOD distances; per item: optional Grad-CAM
    (:mod:`.rows`, :mod:`.explain`); the row is journaled (flushed) as soon as the item is done,
    and the journal fsynced after every batch (in the background, while the next batch runs);
 6. one DICOM SR per scored DICOM series (:mod:`.sr_files`, :mod:`.sr`); sorted ``scores.csv`` /
@@ -19,7 +19,7 @@ progress display and the summary):
 
 Determinism (a resumed batch ends with the same rows as an uninterrupted one): batches are
 padded to a fixed size before the experts run (a convolution's result can depend on the batch
-size), and the fusion head and the OOD distance are computed per item (:mod:`.rows`).
+size), and the fusion head and the OOD distance compute each row on its own (:mod:`.rows`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ from sitefusion.scoring.sr_files import SeriesReports
 __all__ = ["ScoreSummary", "score_inputs"]
 
 # Bumped when a change makes old rows invalid (part of every item's score key).
-SCORER_VERSION = 3  # 2: fusion probabilities temperature-scaled; 3: intensity checks
+# 2: fusion probabilities temperature-scaled; 3: intensity checks; 4: the fusion head's linear
+# maps row by row (last bits of the probabilities)
+SCORER_VERSION = 4
 
 
 @dataclass(frozen=True)

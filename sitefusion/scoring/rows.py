@@ -1,11 +1,11 @@
 """The rows of one scoring batch: one fused pass over its images, then one row per item.
 
 The batch is padded to a fixed size before the networks run (a convolution's result can depend
-on the batch size), and the fusion head and the OOD distance are computed per item, so a
-resumed batch gives the same rows as an uninterrupted one. Running the head once on the padded
-batch was tried: its per-expert projection (a batched matrix product) gave an item's logits
-that differed in the last bits with the item's place in the batch (tests/scoring/
-test_scoring_rows.py guards the property). A row holds the fused probabilities and expert
+on the batch size); the fusion head runs once on the batch's items, and computes its linear
+maps row by row (:func:`sitefusion.fusion.base.rowwise_linear`: a matrix product's blocking
+changed an item's logits in the last bits with its place in the batch), and the OOD distance
+is computed row by row, so a resumed batch gives the same rows as an uninterrupted one
+(tests/scoring/test_scoring_rows.py guards the property). A row holds the fused probabilities and expert
 weights, the OOD distance and flag (feature distance, or intensities the site normalizer
 cannot represent, found by the reader) and, when asked, the paths of the item's Grad-CAM
 explanation. An item the models refuse fails alone: the batch is retried item by item.
@@ -41,12 +41,11 @@ _ROUND_OOD = 4
 
 @contextmanager
 def _one_torch_thread() -> Iterator[None]:
-    """Torch on one thread for the per-item fusion heads, then back to the caller's count.
+    """Torch on one thread for the batch's fusion head, then back to the caller's count.
 
-    Each of a one-row head's small operations (layer norm, log-softmax, a matrix product of one
-    row) opens an OpenMP parallel region; on two cores the team's start and barrier cost several
-    times the arithmetic (a HAM10000 item's head took 7-10 times the CPU time on two threads as
-    on one, measured under load) and give the same numbers (tests/scoring/test_scoring_rows.py).
+    Each of the head's small operations opens an OpenMP parallel region; on two cores the
+    team's start and barrier cost more than the arithmetic. On one thread no reduction is
+    split between threads either, so its order is fixed.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -196,21 +195,16 @@ class BatchScorer:
         if preds.features is None:
             raise SiteFusionError(f"{self.method} gave no expert outputs")
         n = len(ready)
-        probs = np.zeros((n, len(self.run.classes)), np.float64)
-        weights = np.zeros((n, len(self.run.expert_sites)), np.float64)
         with _one_torch_thread():
-            for i in range(n):
-                # The head per item: a batched matrix product's rows can differ in the last
-                # bits with their place in the batch.
-                one = self.run.predict_rows(preds, slice(i, i + 1), self.method, calibrated=True)
-                if one is None or one.weights is None:
-                    raise SiteFusionError(
-                        f"{self.method} gave no prediction for {ready[i].item.input}"
-                    )
-                probs[i], weights[i] = one.probs[0], one.weights[0]
+            # Once for the batch: the head computes its linear maps row by row
+            # (sitefusion.fusion.base.rowwise_linear), so an item's result does not depend on
+            # its place in the batch or its companions.
+            fused = self.run.predict_rows(preds, slice(0, n), self.method, calibrated=True)
+        if fused is None or fused.weights is None:
+            raise SiteFusionError(f"{self.method} gave no prediction")
         return _BatchResult(
-            probs=probs,
-            weights=weights,
+            probs=np.asarray(fused.probs, np.float64),
+            weights=np.asarray(fused.weights, np.float64),
             distances=self.ood.score(preds.features.features[:n]),  # row by row
             norm_site=preds.norm_site[:n],
             norm_policy=preds.norm_policy[:n],

@@ -165,3 +165,26 @@ def test_describe_rebuilds(mode: str) -> None:
     clone = make_fusion(**desc)
     assert type(clone) is type(fusion)
     assert clone.describe() == desc
+
+
+@pytest.mark.parametrize("mode", FUSION_MODES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_rows_output_does_not_depend_on_its_batch(mode: str, threads: int) -> None:
+    """Scoring runs the head once per batch; an item must get the same bits alone, at any
+    place, with any companions (resume). HAM10000's shapes: 4 experts of 71 features, 7
+    classes, batches of 16; as a matrix product its 142 -> 7 classifier gave different last
+    bits at half of the places (fails with ``nn.Linear``'s forward)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    head = make_fusion(mode, num_experts=4, feature_dim=71, num_classes=7, hidden=64).eval()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 4, 71, generator=gen) * torch.tensor([0.1, 1.0, 3.0, 30.0]).view(1, 4, 1)
+    with torch.inference_mode():
+        for item in range(4):
+            alone = head(x[item : item + 1])
+            for place in range(16):
+                rows = list(range(20, 36))
+                rows[place] = item
+                out = head(x[rows])
+                assert torch.equal(out.logits[place], alone.logits[0]), (item, place)
+                assert torch.equal(out.weights[place], alone.weights[0]), (item, place)

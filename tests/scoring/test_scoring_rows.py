@@ -57,9 +57,9 @@ def test_an_items_result_is_the_same_at_any_place_with_any_companions(
 def test_rows_equal_the_runs_own_prediction_bit_for_bit(
     loaded: tuple[BatchScorer, list[LoadedItem]],
 ) -> None:
-    """The reader's normalization, the single-threaded per-item heads and the batch's OOD
-    distances give what ``LoadedRun.predict``, ``predict_rows`` (on torch's threads) and
-    ``MahalanobisOOD.score`` give on their own (scorer version 3)."""
+    """The reader's normalization, the batch's single-threaded head and OOD distances give
+    what ``LoadedRun.predict``, ``predict_rows`` of each item alone (on torch's threads) and
+    ``MahalanobisOOD.score`` give on their own (scorer version 4)."""
     scorer, items = loaded
     run, method = scorer.run, scorer.method
     batch = items[:3]
