@@ -7,7 +7,7 @@ allocates and frees the same large arrays over and over (decoded images, their f
 the networks' activations), in several threads, each with its own arena: every fresh mapping
 is faulted in again page by page. Scoring 2048 HAM10000 images in a fresh process took 2.98
 million minor page faults and 10.1 s of system CPU time (against 76 s of user time); with the
-thresholds fixed as below, 31,000 and 3.5 s, at the same peak resident memory (1024 images:
+thresholds fixed as below, 28,305 and 2.7 s, at the same peak resident memory (1024 images:
 516 and 512 MiB) (docs/benchmarks.md, "Batch scoring"). glibc raises its threshold by itself
 after the first large blocks are freed, so the storm is worst in exactly the one-shot process
 a ``sitefusion score`` command is.

@@ -155,9 +155,8 @@ def reading_plan(workers: int, device: torch.device, cores: int | None = None) -
     batch 126 and 125; docs/benchmarks.md). So with no spare core each batch is read first, by
     ``workers`` readers, while the networks wait; with spare cores (or the networks on a GPU)
     the next batch is read ahead by at most ``workers`` readers and no more than the spare
-    cores.
-    ``workers`` stays the bound in both cases because it also bounds the memory of reads in
-    flight: one image at ``scoring.max_elements`` takes up to about 1 GiB to read.
+    cores. ``workers`` stays the bound in both cases because it also bounds the memory of
+    reads in flight: one image at ``scoring.max_elements`` takes up to about 1 GiB to read.
     """
     workers = max(1, workers)
     processes = can_fork_readers()

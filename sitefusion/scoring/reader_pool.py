@@ -4,9 +4,9 @@ Reading an image (decoding, conforming, site normalization, the review thumbnail
 Python and small numpy operations that hold the interpreter lock, so reader threads barely run
 in parallel. In processes they do not share it: scoring 2048 HAM10000 images on 2 cores, the
 networks waited 1.94 and 1.84 ms per image for two reader processes against 2.54 and 2.92 ms
-for two threads (alternated in one process, ``benchmarks/reading_plan.py``). A process also contains a crash:
-a decoder that dies on a hostile file (a C library's segmentation fault) takes down its worker,
-not the batch. The items the dead pool held are then read again one at a time, each in a
+for two threads (alternated in one process, ``benchmarks/reading_plan.py``). A process also
+contains a crash: a decoder that dies on a hostile file (a C library's segmentation fault)
+takes down its worker, not the batch. The items the dead pool held are then read again one at a time, each in a
 process of its own; the one that dies again becomes an error row naming its file, and the pool
 is started afresh for the batches after it.
 
@@ -15,9 +15,8 @@ import torch and load the run again in every worker, seconds on a small machine)
 only the reader: torch single-threaded as :func:`~sitefusion.scoring.reading.init_reader_thread`
 sets it (as PyTorch's own data-loader workers do), no GPU, Ctrl-C left to the parent, and it
 dies with the process that forked it (it holds the output folder's lock with the parent's
-descriptors; a killed batch must leave it free for the rerun). Where
-``fork`` is not the platform's safe default (macOS, Windows) the readers are threads, as
-before. Either way an item reads to the same bytes, so the rows do not depend on the kind of
+descriptors; a killed batch must leave it free for the rerun). Where ``fork`` is not the
+platform's safe default (macOS, Windows) the readers are threads. Either way an item reads to the same bytes, so the rows do not depend on the kind of
 reader (tests/scoring/test_scoring_reading_plan.py).
 """
 
@@ -94,9 +93,8 @@ def _stripped(item: ScoreItem) -> ScoreItem:
 
 @dataclass
 class Reads:
-    """The reads of one batch in flight: its items, and the futures of their parts."""
+    """The reads of one batch in flight: its parts (consecutive items) and their futures."""
 
-    items: list[ScoreItem]
     parts: list[tuple[list[ScoreItem], Future[list[LoadedItem]]]]
 
     def cancel(self) -> None:
@@ -135,18 +133,21 @@ class ReaderPool:
         ``score_inputs`` (2048 HAM10000 images, batches of 16, alternated, load below 0.5:
         1.80 and 2.23 ms per image against 1.51 and 1.77)."""
         if not self.processes:
-            return Reads(
-                items, [([it], self._pool.submit(_read_with, self.reader, [it])) for it in items]
-            )
+            return Reads([([it], self._pool.submit(_read_with, self.reader, [it])) for it in items])
         n_parts = min(len(items), self.workers)
         bounds = [len(items) * k // n_parts for k in range(n_parts + 1)] if n_parts else [0]
         parts = [items[a:b] for a, b in itertools.pairwise(bounds)]
-        try:
-            futures = [self._pool.submit(_read_part, [_stripped(it) for it in p]) for p in parts]
-        except BrokenProcessPool:  # a worker died after the last batch: start afresh
-            self._restart()
-            futures = [self._pool.submit(_read_part, [_stripped(it) for it in p]) for p in parts]
-        return Reads(items, list(zip(parts, futures, strict=True)))
+        for attempt in (1, 2):
+            try:
+                futures = [
+                    self._pool.submit(_read_part, [_stripped(it) for it in p]) for p in parts
+                ]
+                break
+            except BrokenProcessPool:  # a worker died after the last batch: start afresh
+                if attempt == 2:
+                    raise
+                self._restart()
+        return Reads(list(zip(parts, futures, strict=True)))
 
     def results(self, reads: Reads) -> list[LoadedItem]:
         """The batch's items read, in order; an item whose reader process died is read again
